@@ -1,0 +1,47 @@
+"""The contract between services: one pydantic model per topic payload.
+
+The JSON Schema of each lives in ``schemas/json/`` (``eddy schemas export``); a test fails when
+the two drift apart.
+"""
+
+from schemas.base import Payload
+from schemas.drift import DriftEvent
+from schemas.events import DeadLetter, FeatureEvent, RawEvent
+from schemas.labels import Label, LabelingTask, TrainingExample
+from schemas.models import ModelVersion, OffsetRange
+from schemas.predictions import Prediction, PredictionReply, PredictionRequest
+
+#: Every topic payload by its class name, as ``infra/topics.toml`` names them.
+PAYLOADS: dict[str, type[Payload]] = {
+    model.__name__: model
+    for model in (
+        DeadLetter,
+        DriftEvent,
+        FeatureEvent,
+        Label,
+        LabelingTask,
+        ModelVersion,
+        Prediction,
+        PredictionReply,
+        PredictionRequest,
+        RawEvent,
+        TrainingExample,
+    )
+}
+
+__all__ = [
+    "PAYLOADS",
+    "DeadLetter",
+    "DriftEvent",
+    "FeatureEvent",
+    "Label",
+    "LabelingTask",
+    "ModelVersion",
+    "OffsetRange",
+    "Payload",
+    "Prediction",
+    "PredictionReply",
+    "PredictionRequest",
+    "RawEvent",
+    "TrainingExample",
+]

@@ -1,0 +1,31 @@
+"""The base of every payload: JSON on the wire, strict about unknown fields, versioned."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+#: Identifiers are short printable strings: they become Kafka keys and Redis keys.
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+]
+#: A value a model sees: numbers, categories, flags.
+FeatureValue = bool | int | float | str
+#: A label or a prediction: a class (bool, int, str) or a regression target (float).
+Target = bool | int | float | str
+Features = dict[str, FeatureValue]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware."""
+    return datetime.now(UTC)
+
+
+class Payload(BaseModel):
+    """Every topic payload: unknown fields are refused, and the schema version travels along."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    schema_version: int = Field(1, ge=1, le=1, description="Version of this payload's schema.")

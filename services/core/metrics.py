@@ -1,0 +1,52 @@
+"""Every Prometheus metric Eddy exports, declared once; each service serves them on its port."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+MESSAGES_CONSUMED = Counter(
+    "eddy_messages_consumed_total", "Messages consumed.", ["service", "topic"], registry=REGISTRY
+)
+MESSAGES_PRODUCED = Counter(
+    "eddy_messages_produced_total", "Messages produced and acknowledged.", ["service", "topic"],
+    registry=REGISTRY,
+)  # fmt: skip
+REJECTED = Counter(
+    "eddy_rejected_total", "Inputs sent to the dead-letter topic.", ["service", "reason"],
+    registry=REGISTRY,
+)  # fmt: skip
+DUPLICATES = Counter(
+    "eddy_duplicates_total", "Inputs dropped as duplicates of an event_id already seen.",
+    ["service"], registry=REGISTRY,
+)  # fmt: skip
+BATCH_SECONDS = Histogram(
+    "eddy_batch_processing_seconds",
+    "Time to process one consumed batch, from decode to committed offsets.",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "eddy_consumer_lag_messages", "Messages behind the end of the partition.",
+    ["service", "topic", "partition"], registry=REGISTRY,
+)  # fmt: skip
+MODEL_VERSION = Gauge(
+    "eddy_model_version", "Model version currently loaded.", ["service", "model", "variant"],
+    registry=REGISTRY,
+)  # fmt: skip
+MODEL_SWAPS = Counter(
+    "eddy_model_swaps_total", "Model versions swapped in without a restart.", ["service", "model"],
+    registry=REGISTRY,
+)  # fmt: skip
+MODELS_REFUSED = Counter(
+    "eddy_models_refused_total", "Model versions refused (checksum, signature, load).",
+    ["service", "reason"], registry=REGISTRY,
+)  # fmt: skip
+
+
+def serve_metrics(port: int) -> int:
+    """Serve the registry over HTTP on ``port`` (0 picks a free one); returns the port."""
+    server, _thread = start_http_server(port, addr="0.0.0.0", registry=REGISTRY)
+    return int(server.server_port)

@@ -1,0 +1,180 @@
+"""The model registry: signed artifacts in a store, their versions as messages on ``models``.
+
+An artifact is loaded only after its SHA-256 and its HMAC-SHA256 signature (key from the
+settings) verify, because a River artifact is a pickle and unpickling runs code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import pickle
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from confluent_kafka import TopicPartition
+
+from schemas import ModelVersion, OffsetRange
+from schemas.models import Flavour, Trigger
+from services.core.exceptions import ArtifactError
+from services.core.kafka import end_offsets, make_consumer, make_producer
+from services.core.settings import Settings
+from services.core.topics import Topics
+
+#: Largest artifact serving will read, so a hostile URI cannot exhaust memory.
+MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
+
+
+def sha256_hex(data: bytes) -> str:
+    """The artifact's checksum."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sign(data: bytes, key: bytes) -> str:
+    """The artifact's signature: HMAC-SHA256 with the registry key."""
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def verify(version: ModelVersion, data: bytes, key: bytes) -> None:
+    """Raise ArtifactError unless ``data`` is exactly what ``version`` announced, signed by key."""
+    if not hmac.compare_digest(sha256_hex(data), version.sha256):
+        raise ArtifactError(f"{version.model_name} v{version.version}: checksum mismatch")
+    if not hmac.compare_digest(sign(data, key), version.signature):
+        raise ArtifactError(f"{version.model_name} v{version.version}: signature does not verify")
+
+
+class ArtifactStore:
+    """Artifacts as files under one directory, addressed by ``file://`` URIs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def save(self, model_name: str, version: int, data: bytes) -> str:
+        """Write an artifact (atomically) and return its URI."""
+        folder = self.root / model_name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"v{version}-{uuid.uuid4().hex[:8]}.bin"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return path.resolve().as_uri()
+
+    @staticmethod
+    def load(uri: str) -> bytes:
+        """The bytes behind ``uri``, or ArtifactError saying why they cannot be read."""
+        parsed = urlparse(uri)
+        if parsed.scheme != "file":
+            raise ArtifactError(f"unsupported artifact URI scheme {parsed.scheme!r} in {uri}")
+        path = Path(unquote(parsed.path))
+        try:
+            size = path.stat().st_size
+            if size > MAX_ARTIFACT_BYTES:
+                raise ArtifactError(f"artifact {uri} is {size} bytes, over {MAX_ARTIFACT_BYTES}")
+            return path.read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"cannot read artifact {uri}: {exc.strerror}") from exc
+
+
+def serialize_river(model: Any) -> bytes:
+    """A River model as artifact bytes."""
+    return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_verified(version: ModelVersion, key: bytes) -> tuple[bytes, Any]:
+    """Read, verify and deserialize an artifact: (bytes, model object or ONNX bytes)."""
+    data = ArtifactStore.load(version.artifact_uri)
+    verify(version, data, key)
+    if version.flavour == "onnx":
+        return data, data
+    try:
+        return data, pickle.loads(data)
+    except Exception as exc:
+        raise ArtifactError(f"{version.model_name} v{version.version}: cannot load: {exc}") from exc
+
+
+def read_versions(settings: Settings, timeout_s: float = 10.0) -> list[ModelVersion]:
+    """Every version message on ``models``, oldest first (the registry's history)."""
+    topic = Topics(settings.topic_prefix)("models")
+    consumer = make_consumer(settings, f"eddy-registry-reader-{uuid.uuid4().hex}")
+    try:
+        ends = {tp.partition: tp.offset for tp in end_offsets(consumer, topic) if tp.offset > 0}
+        if not ends:
+            return []
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        versions: list[ModelVersion] = []
+        done: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(ends) and time.monotonic() < deadline:
+            for message in consumer.consume(500, 0.2):
+                if message.error() is not None:
+                    continue
+                partition, offset = message.partition() or 0, message.offset() or 0
+                if offset + 1 >= ends[partition]:
+                    done.add(partition)
+                try:
+                    versions.append(ModelVersion.model_validate_json(message.value() or b""))
+                except ValueError:
+                    continue  # a malformed registry entry is skipped; serving logs the same
+        return versions
+    finally:
+        consumer.close()
+
+
+def publish(
+    settings: Settings,
+    model_name: str,
+    artifact: bytes,
+    *,
+    flavour: Flavour = "river",
+    trigger: Trigger = "manual",
+    parent_version: int | None = None,
+    metrics: dict[str, float] | None = None,
+    drift_event_id: str | None = None,
+    lineage: list[OffsetRange] | None = None,
+    feature_names: list[str] | None = None,
+    classes: list[Any] | None = None,
+    description: str = "",
+    version: int | None = None,
+) -> ModelVersion:
+    """Store and sign an artifact, announce it on ``models``, and return the version message.
+
+    The version number is one more than the highest on ``models`` unless given.
+    """
+    key = settings.signing_key_bytes()
+    if version is None:
+        known = [v.version for v in read_versions(settings) if v.model_name == model_name]
+        version = max(known, default=0) + 1
+    uri = ArtifactStore(settings.registry_dir).save(model_name, version, artifact)
+    message = ModelVersion(
+        model_name=model_name,
+        version=version,
+        flavour=flavour,
+        artifact_uri=uri,
+        sha256=sha256_hex(artifact),
+        signature=sign(artifact, key),
+        metrics=metrics or {},
+        parent_version=parent_version,
+        trigger=trigger,
+        drift_event_id=drift_event_id,
+        lineage=lineage or [],
+        feature_names=feature_names or [],
+        classes=classes,
+        description=description,
+    )
+    announce(settings, message)
+    return message
+
+
+def announce(settings: Settings, message: ModelVersion) -> None:
+    """Put a version message on ``models`` and wait for the broker's acknowledgement."""
+    producer = make_producer(settings)
+    producer.produce(
+        Topics(settings.topic_prefix)("models"),
+        message.model_dump_json().encode(),
+        message.model_name.encode(),
+    )
+    if producer.flush(30):
+        raise ArtifactError("the broker did not acknowledge the model version message")

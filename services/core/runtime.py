@@ -1,0 +1,69 @@
+"""One bootstrap for every service process: settings, logs, metrics, Redis, topics, stop signal.
+
+Nothing connects at import time; a service's ``run()`` calls ``bootstrap()`` once and passes the
+``Runtime`` down to its handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from services.core.logging import configure_logging
+from services.core.metrics import serve_metrics
+from services.core.settings import Settings
+from services.core.state import connect_redis
+from services.core.stream import BatchHandler, StopSignal, StreamProcessor
+from services.core.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The connections and settings a service's handlers need."""
+
+    service: str
+    settings: Settings
+    topics: Topics
+    redis: redis.Redis[bytes]
+    stop: StopSignal
+    metrics_port: int
+
+
+def bootstrap(
+    service: str, settings: Settings | None = None, install_signals: bool = True
+) -> Runtime:
+    """Read settings, configure logs and metrics, connect to Redis, and catch stop signals."""
+    settings = settings or Settings()
+    settings.require_endpoints()
+    configure_logging(settings.log_level)
+    port = serve_metrics(settings.metrics_port)
+    stop = StopSignal()
+    if install_signals:
+        stop.install()
+    client = connect_redis(settings)
+    client.ping()
+    log.info("starting", extra={"service": service, "metrics_port": port})
+    return Runtime(service, settings, Topics(settings.topic_prefix), client, stop, port)
+
+
+def run_stream_service(
+    runtime: Runtime,
+    handlers: dict[str, BatchHandler],
+    transactional_id: str | None = None,
+    idle: Callable[[], None] | None = None,
+) -> None:
+    """Run the shared Kafka loop with this service's handlers until stopped."""
+    processor = StreamProcessor(
+        runtime.settings,
+        runtime.service,
+        runtime.topics.group(runtime.service),
+        handlers,
+        transactional_id=transactional_id,
+        stop=runtime.stop,
+    )
+    processor.run(idle=idle)

@@ -1,0 +1,122 @@
+"""One frozen Settings object per process, read from the environment (prefix ``EDDY_``) once.
+
+Nested groups use ``__`` in the variable name: ``EDDY_SERVING__MODEL_NAME=churn``.
+Every field is documented in the README's settings table; a test checks that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path.home() / ".eddy"
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Group):
+    """How every service talks to the broker."""
+
+    session_timeout_ms: int = Field(
+        10_000, ge=1_000, description="Consumer-group session timeout; joins take about half."
+    )
+    batch_size: int = Field(500, ge=1, le=100_000, description="Messages consumed per batch.")
+    poll_timeout_s: float = Field(0.2, gt=0, description="How long one poll waits for messages.")
+    fetch_wait_max_ms: int = Field(
+        10, ge=0, description="How long the broker may hold a fetch for data (latency bound)."
+    )
+    linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    max_message_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest message a service produces or fetches."
+    )
+    extra: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka settings for every client (security, SASL, TLS), as JSON.",
+    )
+
+
+class IngestSettings(_Group):
+    """Validation and de-duplication of raw events."""
+
+    feature_schema: str = Field(
+        "phishing",
+        description="Feature schema: a name in infra/features/ or a path to a TOML file.",
+    )
+    max_event_bytes: int = Field(
+        65_536, ge=64, description="Raw events larger than this go to the DLQ as oversized."
+    )
+    dedup_ttl_s: int = Field(
+        86_400, ge=1, description="How long an event_id is remembered for de-duplication."
+    )
+
+
+class ServingSettings(_Group):
+    """Which model serving answers with."""
+
+    model_name: str = Field("default", min_length=1, description="Model name served.")
+    transactional: bool = Field(
+        False, description="Exactly-once output with Kafka transactions (else at-least-once)."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything a process needs to know about its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDDY_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers; unset means start the embedded broker."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL; unset means start the embedded Redis-protocol server."
+    )
+    topic_prefix: str = Field(
+        "", description="Prepended to every topic and consumer group (isolates tenants, tests)."
+    )
+    signing_key: SecretStr = Field(
+        SecretStr(""),
+        description="HMAC key that signs and verifies model artifacts; required to publish/serve.",
+    )
+    registry_dir: Path = Field(
+        DEFAULT_HOME / "registry", description="Where model artifacts are stored (file URIs)."
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65_535, description="Prometheus port of this process; 0 picks a free one."
+    )
+    log_level: str = Field("INFO", description="Log level of the JSON-line logs.")
+    kafka: KafkaSettings = KafkaSettings()
+    ingest: IngestSettings = IngestSettings()
+    serving: ServingSettings = ServingSettings()
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when either endpoint is missing, so the CLI must start the embedded stack."""
+        return self.kafka_bootstrap is None or self.redis_url is None
+
+    def require_endpoints(self) -> tuple[str, str]:
+        """The broker and Redis endpoints, or an error that tells the operator what to set."""
+        from services.core.exceptions import ConfigurationError
+
+        if self.kafka_bootstrap is None or self.redis_url is None:
+            raise ConfigurationError(
+                "no broker or Redis configured: set EDDY_KAFKA_BOOTSTRAP and EDDY_REDIS_URL, "
+                "or run `eddy stack up` in another terminal and export what it prints"
+            )
+        return self.kafka_bootstrap, self.redis_url
+
+    def signing_key_bytes(self) -> bytes:
+        """The artifact signing key, or an error saying how to set one."""
+        from services.core.exceptions import ConfigurationError
+
+        key = self.signing_key.get_secret_value()
+        if not key:
+            raise ConfigurationError(
+                "EDDY_SIGNING_KEY is not set: model artifacts cannot be signed or verified"
+            )
+        return key.encode()

@@ -1,0 +1,57 @@
+"""Starts service processes (``python -m services.<name>``) for ``eddy up``, the demo and tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.core.embedded import spawn_child, stop_child
+
+#: Every service with an entry point, in the order they start (and stop in reverse).
+SERVICES = ("ingest", "serving")
+
+
+@dataclass
+class ServiceProcess:
+    """One running service process, its environment and its log file."""
+
+    name: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> ServiceProcess:
+        """Start the process (it dies with its parent)."""
+        self.process = spawn_child(
+            [sys.executable, "-m", f"services.{self.name}"],
+            self.log_path,
+            {**os.environ, **self.env},
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to commit or flush."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM and wait: finishes its batch and commits."""
+        if self.process is not None:
+            stop_child(self.process)
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of its log, for error messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

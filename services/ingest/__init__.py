@@ -1,0 +1,1 @@
+"""ingest: raw events in, validated and de-duplicated features out, rejects to the DLQ."""

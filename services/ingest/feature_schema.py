@@ -1,0 +1,136 @@
+"""A declared feature schema (``infra/features/<name>.toml``) and the check of one event against it.
+
+Pure logic, no I/O besides loading the schema file: every rule here is unit-tested alone.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.base import Features, FeatureValue
+from schemas.events import RejectReason
+from services.core.exceptions import ConfigurationError
+from services.core.topics import infra_path
+
+FeatureType = Literal["float", "int", "bool", "category", "string"]
+
+
+class FeatureSpec(BaseModel):
+    """What one feature may be."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: FeatureType
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    values: list[str] | None = Field(None, description="Allowed values of a category.")
+    max_length: int = Field(256, ge=1)
+    default: FeatureValue | None = None
+
+    @model_validator(mode="after")
+    def _category_has_values(self) -> FeatureSpec:
+        if self.type == "category" and not self.values:
+            raise ValueError("a category feature needs `values`")
+        return self
+
+
+class FeatureSchema(BaseModel):
+    """The features an event must carry, by name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    features: dict[str, FeatureSpec]
+
+    @classmethod
+    def load(cls, name_or_path: str) -> FeatureSchema:
+        """Load a schema by name (``infra/features/<name>.toml``) or by file path."""
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = infra_path("features", f"{name_or_path}.toml")
+        try:
+            with open(path, "rb") as file:
+                return cls.model_validate(tomllib.load(file))
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"feature schema {name_or_path!r} not found (looked at {path}); set "
+                "EDDY_INGEST__FEATURE_SCHEMA to a name in infra/features/ or a TOML path"
+            ) from None
+        except (tomllib.TOMLDecodeError, ValueError) as exc:
+            raise ConfigurationError(f"feature schema {path} is invalid: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an input cannot be accepted: a reason code and a sentence for people."""
+
+    reason: RejectReason
+    detail: str
+    event_id: str | None = None
+
+
+def _number(name: str, spec: FeatureSpec, value: Any) -> FeatureValue | Rejection:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return Rejection("wrong_type", f"{name}: expected {spec.type}, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        return Rejection("out_of_range", f"{name}: integer too large")
+    if not math.isfinite(number):
+        return Rejection("invalid_value", f"{name}: {value} is not a finite number")
+    if (spec.min is not None and number < spec.min) or (spec.max is not None and number > spec.max):
+        return Rejection("out_of_range", f"{name}: {number} outside [{spec.min}, {spec.max}]")
+    if spec.type == "float":
+        return number
+    if not number.is_integer():
+        return Rejection("wrong_type", f"{name}: expected int, got {number}")
+    return int(value)
+
+
+def _normalised(name: str, spec: FeatureSpec, value: Any) -> FeatureValue | Rejection:
+    """The value in its canonical form, or why it is not acceptable."""
+    if spec.type in ("float", "int"):
+        return _number(name, spec, value)
+    if spec.type == "bool":
+        if isinstance(value, bool):
+            return value
+        if value in (0, 1) and not isinstance(value, float):
+            return bool(value)
+        return Rejection("wrong_type", f"{name}: expected bool, got {value!r}"[:300])
+    if not isinstance(value, str):
+        return Rejection("wrong_type", f"{name}: expected {spec.type}, got {type(value).__name__}")
+    text = value.strip()
+    if len(text) > spec.max_length:
+        return Rejection("out_of_range", f"{name}: {len(text)} characters, over {spec.max_length}")
+    if spec.type == "category" and spec.values is not None and text not in spec.values:
+        return Rejection("invalid_value", f"{name}: {text[:50]!r} is not one of {spec.values}")
+    return text
+
+
+def check_features(schema: FeatureSchema, raw: dict[str, Any]) -> Features | Rejection:
+    """The event's features normalised to the schema, or the first reason they are not valid."""
+    unknown = raw.keys() - schema.features.keys()
+    if unknown:
+        shown = sorted(str(k)[:50] for k in unknown)[:5]
+        return Rejection("unknown_field", f"features not in schema {schema.name!r}: {shown}")
+    clean: Features = {}
+    for name, spec in schema.features.items():
+        if name not in raw or raw[name] is None:
+            if spec.required:
+                return Rejection("missing_field", f"{name}: required by schema {schema.name!r}")
+            if spec.default is not None:
+                clean[name] = spec.default
+            continue
+        value = _normalised(name, spec, raw[name])
+        if isinstance(value, Rejection):
+            return value
+        clean[name] = value
+    return clean

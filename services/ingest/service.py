@@ -1,0 +1,72 @@
+"""ingest: validates raw events, drops duplicates, keeps the feature store, writes ``features``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from confluent_kafka import Message
+
+from schemas import FeatureEvent
+from services.core import metrics
+from services.core.runtime import Runtime, bootstrap, run_stream_service
+from services.core.settings import Settings
+from services.core.state import Deduplicator, FeatureStore
+from services.core.stream import BatchHandler, Effects, dead_letter
+from services.ingest.feature_schema import FeatureSchema, Rejection
+from services.ingest.validation import validate_raw
+
+SERVICE = "ingest"
+
+
+class IngestHandler:
+    """Handles a batch of raw events: each ends on ``features``, on the DLQ, or as a duplicate."""
+
+    def __init__(self, runtime: Runtime, schema: FeatureSchema) -> None:
+        self.schema = schema
+        self.max_bytes = runtime.settings.ingest.max_event_bytes
+        self.features_topic = runtime.topics("features")
+        self.dlq_topic = runtime.topics("dlq")
+        namespace = f"{runtime.settings.topic_prefix}{SERVICE}"
+        self.dedup = Deduplicator(runtime.redis, namespace, runtime.settings.ingest.dedup_ttl_s)
+        self.store = FeatureStore(runtime.redis, runtime.settings.topic_prefix or "default")
+        self.duplicates = metrics.DUPLICATES.labels(SERVICE)
+
+    def __call__(self, messages: Sequence[Message]) -> Effects:
+        """Validate, de-duplicate (against Redis and within the batch), and emit."""
+        effects = Effects()
+        valid: list[FeatureEvent] = []
+        for message in messages:
+            result = validate_raw(message.value() or b"", self.schema, self.max_bytes)
+            if isinstance(result, Rejection):
+                metrics.REJECTED.labels(SERVICE, result.reason).inc()
+                letter = dead_letter(
+                    message, SERVICE, result.reason, result.detail, result.event_id
+                )
+                effects.emit(self.dlq_topic, message.key(), letter)
+            else:
+                valid.append(result)
+        already_seen = self.dedup.seen(event.event_id for event in valid)
+        accepted: dict[str, FeatureEvent] = {}
+        for event in valid:
+            if event.event_id in already_seen or event.event_id in accepted:
+                self.duplicates.inc()
+                continue
+            accepted[event.event_id] = event
+            effects.emit(self.features_topic, event.entity_id, event)
+        if accepted:
+            latest = {event.entity_id: event.features for event in accepted.values()}
+            effects.after_ack.append(lambda: self.store.put_many(latest))
+            effects.after_ack.append(lambda: self.dedup.remember(accepted))
+        return effects
+
+
+def handlers(runtime: Runtime) -> dict[str, BatchHandler]:
+    """Topic → handler for the ingest service."""
+    schema = FeatureSchema.load(runtime.settings.ingest.feature_schema)
+    return {runtime.topics("raw"): IngestHandler(runtime, schema)}
+
+
+def run(settings: Settings | None = None) -> None:
+    """Entry point: run ingest until SIGTERM or SIGINT."""
+    runtime = bootstrap(SERVICE, settings)
+    run_stream_service(runtime, handlers(runtime))

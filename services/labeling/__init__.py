@@ -1,0 +1,1 @@
+"""labeling: arrives with the next issue (see README)."""

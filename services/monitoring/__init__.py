@@ -1,0 +1,1 @@
+"""monitoring: arrives with the next issue (see README)."""

@@ -1,0 +1,127 @@
+"""serving: a prediction for every feature event, and answers to request/reply calls."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from confluent_kafka import Message
+
+from schemas import FeatureEvent, Prediction, PredictionReply, PredictionRequest
+from services.core import metrics
+from services.core.runtime import Runtime, bootstrap, run_stream_service
+from services.core.settings import Settings
+from services.core.stream import BatchHandler, Effects, dead_letter, decode
+from services.serving.watcher import ModelWatcher
+
+SERVICE = "serving"
+log = logging.getLogger(__name__)
+
+
+class FeaturesHandler:
+    """Predicts every feature event with the champion at the time of its batch."""
+
+    def __init__(self, runtime: Runtime, watcher: ModelWatcher) -> None:
+        self.watcher = watcher
+        self.predictions_topic = runtime.topics("predictions")
+        self.dlq_topic = runtime.topics("dlq")
+
+    def __call__(self, messages: Sequence[Message]) -> Effects:
+        """One prediction per valid feature event; undecodable ones to the DLQ."""
+        effects = Effects()
+        champion = self.watcher.champion  # one version for the whole batch
+        assert champion is not None, "serving consumes only once a model is loaded"
+        version = champion.version
+        predict = champion.predictor.predict
+        for message in messages:
+            event = decode(message, FeatureEvent, SERVICE, self.dlq_topic, effects)
+            if event is None:
+                continue
+            try:
+                label, proba = predict(event.features)
+            except Exception as exc:  # a model failing on one input must not stop serving
+                metrics.REJECTED.labels(SERVICE, "handler_error").inc()
+                letter = dead_letter(message, SERVICE, "handler_error", f"predict failed: {exc!r}",
+                                     event.event_id)  # fmt: skip
+                effects.emit(self.dlq_topic, message.key(), letter)
+                continue
+            prediction = Prediction(
+                event_id=event.event_id,
+                entity_id=event.entity_id,
+                ts=event.ts,
+                model_name=version.model_name,
+                model_version=version.version,
+                prediction=label,
+                probabilities=proba,
+            )
+            effects.emit(self.predictions_topic, event.entity_id, prediction)
+        return effects
+
+
+class RequestsHandler:
+    """Answers request/reply calls on ``prediction.replies``, keyed by correlation id."""
+
+    def __init__(self, runtime: Runtime, watcher: ModelWatcher) -> None:
+        self.watcher = watcher
+        self.replies_topic = runtime.topics("prediction_replies")
+        self.dlq_topic = runtime.topics("dlq")
+        self.model_name = runtime.settings.serving.model_name
+
+    def __call__(self, messages: Sequence[Message]) -> Effects:
+        """One reply per valid request, with an error message when it cannot be answered."""
+        effects = Effects()
+        champion = self.watcher.champion
+        for message in messages:
+            request = decode(message, PredictionRequest, SERVICE, self.dlq_topic, effects)
+            if request is None:
+                continue
+            if champion is None:
+                reply = self._error(request, "no model loaded yet")
+            else:
+                try:
+                    label, proba = champion.predictor.predict(request.features)
+                    reply = PredictionReply(
+                        correlation_id=request.correlation_id,
+                        model_name=champion.version.model_name,
+                        model_version=champion.version.version,
+                        prediction=label,
+                        probabilities=proba,
+                    )
+                except Exception as exc:  # the caller gets the reason instead of a timeout
+                    reply = self._error(request, f"predict failed: {exc!r}")
+            effects.emit(self.replies_topic, request.correlation_id, reply)
+        return effects
+
+    def _error(self, request: PredictionRequest, error: str) -> PredictionReply:
+        return PredictionReply(
+            correlation_id=request.correlation_id, model_name=self.model_name, error=error
+        )
+
+
+def handlers(runtime: Runtime, watcher: ModelWatcher) -> dict[str, BatchHandler]:
+    """Topic → handler for the serving service."""
+    return {
+        runtime.topics("features"): FeaturesHandler(runtime, watcher),
+        runtime.topics("prediction_requests"): RequestsHandler(runtime, watcher),
+    }
+
+
+def run(settings: Settings | None = None) -> None:
+    """Entry point: load the champion, then serve until SIGTERM or SIGINT."""
+    runtime = bootstrap(SERVICE, settings)
+    watcher = ModelWatcher(runtime.settings, SERVICE)
+    watcher.start()
+    try:
+        if watcher.champion is None:
+            log.info("waiting for a model version", extra={"model": watcher.model_name})
+        while not watcher.ready.wait(0.5):
+            if runtime.stop.is_set():
+                return
+        transactional_id = None
+        if runtime.settings.serving.transactional:
+            transactional_id = (
+                f"{runtime.topics.group(SERVICE)}-{runtime.settings.serving.model_name}"
+            )
+        run_stream_service(runtime, handlers(runtime, watcher), transactional_id=transactional_id)
+    finally:
+        watcher.stop()

@@ -1,0 +1,106 @@
+"""Follows ``models`` and swaps in each new verified version of the served model, live.
+
+The swap is one reference assignment between batches: an event is predicted by exactly one
+version, and none waits or is dropped while a new version loads in this thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+from confluent_kafka import TopicPartition
+from pydantic import ValidationError
+
+from schemas import ModelVersion
+from services.core import metrics
+from services.core.exceptions import ArtifactError
+from services.core.kafka import end_offsets, make_consumer
+from services.core.settings import Settings
+from services.core.topics import Topics
+from services.serving.model import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+
+class ModelWatcher:
+    """Holds the champion and replaces it when a newer verified version is announced."""
+
+    def __init__(self, settings: Settings, service: str) -> None:
+        self.model_name = settings.serving.model_name
+        self.key = settings.signing_key_bytes()
+        self.service = service
+        self.topic = Topics(settings.topic_prefix)("models")
+        # No group: every serving instance reads the whole history of versions itself.
+        self.consumer = make_consumer(settings, f"eddy-model-watcher-{uuid.uuid4().hex}")
+        self.champion: LoadedModel | None = None
+        self.ready = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="model-watcher", daemon=True)
+
+    def catch_up(self) -> None:
+        """Read the history to its end now and load the newest version that verifies."""
+        ends = end_offsets(self.consumer, self.topic)
+        self.consumer.assign([TopicPartition(self.topic, tp.partition, 0) for tp in ends])
+        remaining = {tp.partition: tp.offset for tp in ends if tp.offset > 0}
+        history: list[ModelVersion] = []
+        while remaining and not self._stopped.is_set():
+            for message in self.consumer.consume(500, 0.2):
+                if message.error() is not None:
+                    continue
+                version = self._parse(message.value())
+                if version is not None:
+                    history.append(version)
+                partition, offset = message.partition() or 0, message.offset() or 0
+                if offset + 1 >= remaining.get(partition, 0):
+                    remaining.pop(partition, None)
+        for version in reversed(history):  # newest first: older ones only if it is refused
+            if self._try_swap(version):
+                break
+
+    def start(self) -> None:
+        """Catch up, then follow new versions in a background thread."""
+        self.catch_up()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following and close the consumer."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self.consumer.close()
+
+    def _follow(self) -> None:
+        while not self._stopped.is_set():
+            for message in self.consumer.consume(100, 0.5):
+                if message.error() is None:
+                    version = self._parse(message.value())
+                    if version is not None:
+                        self._try_swap(version)
+
+    def _parse(self, raw: bytes | None) -> ModelVersion | None:
+        try:
+            version = ModelVersion.model_validate_json(raw or b"")
+        except ValidationError as error:
+            metrics.MODELS_REFUSED.labels(self.service, "malformed").inc()
+            log.error("malformed model version message", extra={"error": str(error)[:500]})
+            return None
+        return version if version.model_name == self.model_name else None
+
+    def _try_swap(self, version: ModelVersion) -> bool:
+        """Load and swap in ``version``; on any failure keep the current model."""
+        try:
+            loaded = load_model(version, self.key)
+        except ArtifactError as error:
+            metrics.MODELS_REFUSED.labels(self.service, "artifact").inc()
+            current = self.champion.version.version if self.champion else None
+            log.error("model version refused", extra={"error": str(error), "kept_version": current})
+            return False
+        self.champion = loaded
+        self.ready.set()
+        metrics.MODEL_VERSION.labels(self.service, self.model_name, "champion").set(version.version)
+        metrics.MODEL_SWAPS.labels(self.service, self.model_name).inc()
+        log.info("serving model", extra={"model": self.model_name, "version": version.version,
+                                         "trigger": version.trigger})  # fmt: skip
+        return True

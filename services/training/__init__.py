@@ -1,0 +1,1 @@
+"""training: arrives with the next issue (see README)."""
