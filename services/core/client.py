@@ -25,7 +25,7 @@ from services.core.topics import Topics
 
 
 class PredictionTimeoutError(EddyError):
-    """No reply came in time; is serving running, with a model loaded?"""
+    """No reply came in time: is serving running, with a model loaded."""
 
 
 class PredictionFailedError(EddyError):
