@@ -138,9 +138,12 @@ def models_publish(model_name: str | None, dataset: str, warmup: int) -> None:
     for features, label in islice(stream(dataset), warmup):
         model.learn_one(features, label)
     version = registry.publish(
-        settings, model_name or settings.serving.model_name, registry.serialize_river(model),
-        trigger="manual", description=f"warm-up on {warmup} rows of {dataset}",
-    )  # fmt: skip
+        settings,
+        model_name or settings.serving.model_name,
+        registry.serialize_river(model),
+        trigger="manual",
+        description=f"warm-up on {warmup} rows of {dataset}",
+    )
     click.echo(f"published {version.model_name} v{version.version} ({version.artifact_uri})")
 
 
@@ -226,3 +229,7 @@ def schemas_check() -> None:
         click.echo(f"stale: {', '.join(stale)} (run `eddy schemas export`)", err=True)
         sys.exit(1)
     click.echo("schemas up to date")
+
+
+if __name__ == "__main__":
+    main()

@@ -84,8 +84,11 @@ class EddyClient:
         replies = self._reply_consumer()
         correlation_id = uuid.uuid4().hex
         request = PredictionRequest(correlation_id=correlation_id, features=features)
-        self._produce(self.topics("prediction_requests"), correlation_id.encode(),
-                      request.model_dump_json().encode())  # fmt: skip
+        self._produce(
+            self.topics("prediction_requests"),
+            correlation_id.encode(),
+            request.model_dump_json().encode(),
+        )
         self.flush()
         deadline = time.monotonic() + timeout_s
         while correlation_id not in self._pending:
@@ -108,8 +111,12 @@ class EddyClient:
         if self._replies is None:
             consumer = make_consumer(self.settings, f"eddy-client-{uuid.uuid4().hex}")
             topic = self.topics("prediction_replies")
-            consumer.assign([TopicPartition(topic, tp.partition, tp.offset)
-                             for tp in end_offsets(consumer, topic)])  # fmt: skip
+            consumer.assign(
+                [
+                    TopicPartition(topic, tp.partition, tp.offset)
+                    for tp in end_offsets(consumer, topic)
+                ]
+            )
             self._replies = consumer
         return self._replies
 

@@ -26,13 +26,14 @@ from pydantic import SecretStr
 
 from schemas import DeadLetter, ModelVersion, Prediction, RawEvent
 from schemas.base import Features, Target
+from schemas.models import Trigger
 from services.core import registry
 from services.core.client import EddyClient
 from services.core.datasets import default_classifier, stream
 from services.core.embedded import EmbeddedStack
 from services.core.kafka import create_topics, make_consumer
 from services.core.settings import Settings
-from services.core.supervisor import SERVICES, ServiceProcess
+from services.core.supervisor import SERVICES, ServiceProcess, service_env
 from services.core.topics import Topics
 
 Echo = Callable[[str], None]
@@ -51,12 +52,14 @@ def bad_events(valid: RawEvent) -> list[tuple[bytes, str]]:
         (variant(features={**good["features"], feature: "yes"}), "wrong_type"),
         (variant(features={**good["features"], feature: 7.5}), "out_of_range"),
         (variant(features={**good["features"], "evil": 1}), "unknown_field"),
-        (variant(features={k: v for k, v in good["features"].items() if k != feature}),
-         "missing_field"),
+        (
+            variant(features={k: v for k, v in good["features"].items() if k != feature}),
+            "missing_field",
+        ),
         (variant(admin=True), "unknown_field"),
         (b"\xff\xfe\x00garbage", "not_utf8"),
         (variant(padding="A" * 100_000), "oversized"),
-    ]  # fmt: skip
+    ]
 
 
 @dataclass
@@ -71,8 +74,12 @@ class Observed:
 
 def _events(rows: list[tuple[Features, Target]], start: int) -> Iterator[RawEvent]:
     for i, (features, _label) in enumerate(rows, start):
-        yield RawEvent(event_id=f"phishing-{i}", entity_id=f"page-{i % 64}",
-                       ts=datetime.now(UTC), features=features)  # fmt: skip
+        yield RawEvent(
+            event_id=f"phishing-{i}",
+            entity_id=f"page-{i % 64}",
+            ts=datetime.now(UTC),
+            features=features,
+        )
 
 
 class Demo:
@@ -92,7 +99,7 @@ class Demo:
         """Provision, start services, stream, report; services stop even on error."""
         created, existing = create_topics(self.settings)
         self.echo(f"topics: {len(created)} created, {len(existing)} already there")
-        env = _service_env(self.settings)
+        env = service_env(self.settings)
         for name in SERVICES:
             log_path = self.workdir / f"{name}.log"
             self.services.append(ServiceProcess(name, env, log_path).start())
@@ -167,15 +174,24 @@ class Demo:
                         raise
         self.echo(f"serving answered a request/reply call after {time.monotonic() - started:.1f} s")
 
-    def _publish(self, rows: list[tuple[Features, Target]], trigger: str, parent: int | None,
-                 description: str) -> ModelVersion:  # fmt: skip
+    def _publish(
+        self,
+        rows: list[tuple[Features, Target]],
+        trigger: Trigger,
+        parent: int | None,
+        description: str,
+    ) -> ModelVersion:
         model = default_classifier()
         for features, label in rows:
             model.learn_one(features, label)
         return registry.publish(
-            self.settings, self.settings.serving.model_name, registry.serialize_river(model),
-            trigger=trigger, parent_version=parent, description=description,  # type: ignore[arg-type]
-        )  # fmt: skip
+            self.settings,
+            self.settings.serving.model_name,
+            registry.serialize_river(model),
+            trigger=trigger,
+            parent_version=parent,
+            description=description,
+        )
 
     def _output_consumer(self) -> Consumer:
         consumer = make_consumer(self.settings, f"eddy-demo-{uuid.uuid4().hex}")
@@ -225,38 +241,30 @@ class Demo:
         observed = self.observed
         lines = ["", "summary"]
         lines.append(f"  events streamed        {len(self.labels)} (Phishing rows 101-1250)")
-        lines.append(f"  predictions (unique)   {len(observed.predictions)}; "
-                     f"missing {len(set(self.labels) - set(observed.predictions))}; "
-                     f"duplicates seen on the topic {observed.duplicate_predictions}")  # fmt: skip
+        lines.append(
+            f"  predictions (unique)   {len(observed.predictions)}; "
+            f"missing {len(set(self.labels) - set(observed.predictions))}; "
+            f"duplicates seen on the topic {observed.duplicate_predictions}"
+        )
         by_version: dict[int, list[bool]] = {}
         for prediction in observed.predictions.values():
             by_version.setdefault(prediction.model_version, []).append(
                 prediction.prediction == self.labels.get(prediction.event_id)
             )
         for version, hits in sorted(by_version.items()):
-            lines.append(f"  model v{version}               {len(hits)} predictions, "
-                         f"accuracy {sum(hits) / len(hits):.3f}")  # fmt: skip
+            lines.append(
+                f"  model v{version}               {len(hits)} predictions, "
+                f"accuracy {sum(hits) / len(hits):.3f}"
+            )
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(observed.dead_letters.items()))
         lines.append(f"  dead letters           {sum(observed.dead_letters.values())} ({reasons})")
         if observed.latencies_ms:
             cuts = statistics.quantiles(observed.latencies_ms, n=100)
-            lines.append(f"  latency event→predict  p50 {cuts[49]:.1f} ms, p95 {cuts[94]:.1f} ms "
-                         f"(produce to consume, through ingest and serving)")  # fmt: skip
+            lines.append(
+                f"  latency event→predict  p50 {cuts[49]:.1f} ms, p95 {cuts[94]:.1f} ms "
+                f"(produce to consume, through ingest and serving)"
+            )
         return lines
-
-
-def _service_env(settings: Settings) -> dict[str, str]:
-    """The settings a service process needs, as environment variables."""
-    return {
-        "EDDY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "EDDY_REDIS_URL": settings.redis_url or "",
-        "EDDY_TOPIC_PREFIX": settings.topic_prefix,
-        "EDDY_SIGNING_KEY": settings.signing_key.get_secret_value(),
-        "EDDY_REGISTRY_DIR": str(settings.registry_dir),
-        "EDDY_SERVING__MODEL_NAME": settings.serving.model_name,
-        "EDDY_KAFKA": settings.kafka.model_dump_json(),
-        "EDDY_LOG_LEVEL": settings.log_level,
-    }
 
 
 def run_demo(settings: Settings, echo: Echo, rate: float = 250.0) -> Observed:

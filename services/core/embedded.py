@@ -174,11 +174,20 @@ class EmbeddedStack:
         log = self.workdir / "valkey.log"  # type: ignore[operator]
         process = spawn_child(
             [
-                valkey_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                valkey_binary(),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
             ],
             log,
-        )  # fmt: skip
+        )
         self._processes.append(process)
         url = f"redis://127.0.0.1:{port}/0"
         _wait_until(lambda: _redis_answers(url), process, "the embedded Redis (valkey-server)", log)

@@ -10,17 +10,23 @@ MESSAGES_CONSUMED = Counter(
     "eddy_messages_consumed_total", "Messages consumed.", ["service", "topic"], registry=REGISTRY
 )
 MESSAGES_PRODUCED = Counter(
-    "eddy_messages_produced_total", "Messages produced and acknowledged.", ["service", "topic"],
+    "eddy_messages_produced_total",
+    "Messages produced and acknowledged.",
+    ["service", "topic"],
     registry=REGISTRY,
-)  # fmt: skip
+)
 REJECTED = Counter(
-    "eddy_rejected_total", "Inputs sent to the dead-letter topic.", ["service", "reason"],
+    "eddy_rejected_total",
+    "Inputs sent to the dead-letter topic.",
+    ["service", "reason"],
     registry=REGISTRY,
-)  # fmt: skip
+)
 DUPLICATES = Counter(
-    "eddy_duplicates_total", "Inputs dropped as duplicates of an event_id already seen.",
-    ["service"], registry=REGISTRY,
-)  # fmt: skip
+    "eddy_duplicates_total",
+    "Inputs dropped as duplicates of an event_id already seen.",
+    ["service"],
+    registry=REGISTRY,
+)
 BATCH_SECONDS = Histogram(
     "eddy_batch_processing_seconds",
     "Time to process one consumed batch, from decode to committed offsets.",
@@ -29,21 +35,29 @@ BATCH_SECONDS = Histogram(
     registry=REGISTRY,
 )
 CONSUMER_LAG = Gauge(
-    "eddy_consumer_lag_messages", "Messages behind the end of the partition.",
-    ["service", "topic", "partition"], registry=REGISTRY,
-)  # fmt: skip
+    "eddy_consumer_lag_messages",
+    "Messages behind the end of the partition.",
+    ["service", "topic", "partition"],
+    registry=REGISTRY,
+)
 MODEL_VERSION = Gauge(
-    "eddy_model_version", "Model version currently loaded.", ["service", "model", "variant"],
+    "eddy_model_version",
+    "Model version currently loaded.",
+    ["service", "model", "variant"],
     registry=REGISTRY,
-)  # fmt: skip
+)
 MODEL_SWAPS = Counter(
-    "eddy_model_swaps_total", "Model versions swapped in without a restart.", ["service", "model"],
+    "eddy_model_swaps_total",
+    "Model versions swapped in without a restart.",
+    ["service", "model"],
     registry=REGISTRY,
-)  # fmt: skip
+)
 MODELS_REFUSED = Counter(
-    "eddy_models_refused_total", "Model versions refused (checksum, signature, load).",
-    ["service", "reason"], registry=REGISTRY,
-)  # fmt: skip
+    "eddy_models_refused_total",
+    "Model versions refused (checksum, signature, load).",
+    ["service", "reason"],
+    registry=REGISTRY,
+)
 
 
 def serve_metrics(port: int) -> int:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.core.embedded import spawn_child, stop_child
+from services.core.settings import Settings
 
 #: Every service with an entry point, in the order they start (and stop in reverse).
 SERVICES = ("ingest", "serving")
@@ -55,3 +56,17 @@ class ServiceProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The settings a service process needs, as environment variables."""
+    return {
+        "EDDY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "EDDY_REDIS_URL": settings.redis_url or "",
+        "EDDY_TOPIC_PREFIX": settings.topic_prefix,
+        "EDDY_SIGNING_KEY": settings.signing_key.get_secret_value(),
+        "EDDY_REGISTRY_DIR": str(settings.registry_dir),
+        "EDDY_SERVING__MODEL_NAME": settings.serving.model_name,
+        "EDDY_KAFKA": settings.kafka.model_dump_json(),
+        "EDDY_LOG_LEVEL": settings.log_level,
+    }

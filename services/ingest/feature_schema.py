@@ -35,9 +35,14 @@ class FeatureSpec(BaseModel):
     default: FeatureValue | None = None
 
     @model_validator(mode="after")
-    def _category_has_values(self) -> FeatureSpec:
+    def _consistent(self) -> FeatureSpec:
         if self.type == "category" and not self.values:
             raise ValueError("a category feature needs `values`")
+        if self.default is not None:
+            default = _normalised("default", self, self.default)
+            if isinstance(default, Rejection):
+                raise ValueError(f"the default breaks its own spec: {default.detail}")
+            object.__setattr__(self, "default", default)  # stored as a sent value would be
         return self
 
 
@@ -64,6 +69,8 @@ class FeatureSchema(BaseModel):
                 f"feature schema {name_or_path!r} not found (looked at {path}); set "
                 "EDDY_INGEST__FEATURE_SCHEMA to a name in infra/features/ or a TOML path"
             ) from None
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read feature schema {path}: {exc.strerror}") from exc
         except (tomllib.TOMLDecodeError, ValueError) as exc:
             raise ConfigurationError(f"feature schema {path} is invalid: {exc}") from exc
 

@@ -41,8 +41,9 @@ class FeaturesHandler:
                 label, proba = predict(event.features)
             except Exception as exc:  # a model failing on one input must not stop serving
                 metrics.REJECTED.labels(SERVICE, "handler_error").inc()
-                letter = dead_letter(message, SERVICE, "handler_error", f"predict failed: {exc!r}",
-                                     event.event_id)  # fmt: skip
+                letter = dead_letter(
+                    message, SERVICE, "handler_error", f"predict failed: {exc!r}", event.event_id
+                )
                 effects.emit(self.dlq_topic, message.key(), letter)
                 continue
             prediction = Prediction(

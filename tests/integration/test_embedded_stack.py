@@ -1,0 +1,97 @@
+"""The embedded broker and Redis are real servers, and nothing they start outlives Eddy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import redis
+from confluent_kafka.admin import AdminClient
+
+from services.core.embedded import EmbeddedStack
+from tests.integration.support import pid_alive
+
+
+def _wait_dead(pids: list[int], timeout_s: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.1)
+    return [p for p in pids if pid_alive(p)]
+
+
+def test_stack_serves_kafka_and_redis_and_stops_every_process() -> None:
+    stack = EmbeddedStack().start()
+    pids = stack.pids
+    try:
+        metadata = AdminClient({"bootstrap.servers": stack.kafka_bootstrap}).list_topics(timeout=10)
+        assert metadata.brokers, "the broker answered a metadata request with no broker"
+        client = redis.Redis.from_url(stack.redis_url)
+        client.set("probe", b"1")
+        assert client.get("probe") == b"1"
+        client.close()
+    finally:
+        stack.stop()
+    assert len(pids) == 2
+    assert _wait_dead(pids) == [], "servers left running after stop()"
+
+
+_CHILD = """
+import sys, time
+from services.core.embedded import EmbeddedStack
+stack = EmbeddedStack().start()
+print(*stack.pids, flush=True)
+time.sleep(600)
+"""
+
+
+def test_servers_die_with_a_parent_killed_by_sigkill() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2 and all(pid_alive(p) for p in pids)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    assert _wait_dead(pids) == [], "embedded servers outlived their killed parent"
+
+
+def test_stack_up_stops_everything_on_ctrl_c() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.core.cli", "stack", "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "press Ctrl-C" in line:
+            break
+    exported = dict(
+        line.strip().removeprefix("export ").split("=", 1) for line in lines if "export " in line
+    )
+    assert set(exported) == {"EDDY_KAFKA_BOOTSTRAP", "EDDY_REDIS_URL"}, lines
+    assert redis.Redis.from_url(exported["EDDY_REDIS_URL"]).ping()
+    children = _children_of(process.pid)
+    assert children, "stack up started no server process"
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
+    assert _wait_dead(children) == []
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found

@@ -1,0 +1,174 @@
+"""serving on the real broker: predictions with their version, request/reply, live model swaps."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import pytest
+
+from schemas import DeadLetter, ModelVersion, Prediction, PredictionReply
+from schemas.base import Features
+from services.core import registry
+from services.core.client import EddyClient, PredictionFailedError
+from services.core.settings import Settings
+from services.core.supervisor import ServiceProcess
+from services.serving.model import RiverPredictor
+from tests.integration.support import (
+    OpenReader,
+    StartService,
+    feature_events,
+    produce,
+    produce_features,
+    publish_model,
+    trained_model,
+)
+
+
+def _predictions(items: list[Prediction]) -> dict[str, Prediction]:
+    return {p.event_id: p for p in items}
+
+
+def test_every_feature_event_gets_a_prediction_from_the_published_version(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    version = publish_model(settings)
+    start_service("serving")
+    events = feature_events(200)
+    produce_features(settings, events)
+
+    out = reader("predictions", Prediction).read_until(lambda items: len(items) >= 200)
+
+    by_id = _predictions(out)
+    assert sorted(by_id) == sorted(e.event_id for e in events)
+    expected = RiverPredictor(pickle.loads(trained_model()))
+    for event in events:
+        prediction = by_id[event.event_id]
+        assert (prediction.model_name, prediction.model_version) == ("default", version.version)
+        assert prediction.prediction == expected.predict(event.features)[0]
+        assert prediction.entity_id == event.entity_id
+
+
+def test_request_reply_through_the_client(settings: Settings, start_service: StartService) -> None:
+    publish_model(settings)
+    start_service("serving")
+    features = feature_events(1)[0].features
+    with EddyClient(settings) as client:
+        reply = _retry_until_serving(client, features)
+        again = client.predict(features)
+    assert reply.model_version == 1 and reply.error is None
+    assert reply.prediction in (True, False)
+    assert reply.probabilities is not None and abs(sum(reply.probabilities.values()) - 1) < 1e-6
+    assert (again.prediction, again.probabilities) == (reply.prediction, reply.probabilities)
+    assert again.correlation_id != reply.correlation_id
+
+
+def test_request_reply_reports_a_model_failure_as_an_error(
+    settings: Settings, start_service: StartService
+) -> None:
+    publish_model(settings)
+    start_service("serving")
+    with EddyClient(settings) as client:
+        _retry_until_serving(client, {})
+        with pytest.raises(PredictionFailedError, match="predict failed"):
+            client.predict({"https": "not a number"})
+
+
+def test_a_version_published_mid_stream_is_swapped_in_without_losing_or_repeating_events(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    publish_model(settings, rows=50)
+    start_service("serving")
+    predictions = reader("predictions", Prediction)
+    first, second = feature_events(300), feature_events(300, start=300)
+    produce_features(settings, first)
+    predictions.read_until(lambda items: len(items) >= 100)
+    publish_model(settings, rows=400)
+    produce_features(settings, second)
+    predictions.read_until(lambda items: any(p.model_version == 2 for p in items))
+
+    out = predictions.settle()
+    assert len(out) == 600, "an event was predicted twice or not at all"
+    assert sorted(p.event_id for p in out) == sorted(e.event_id for e in first + second)
+    versions_by_entity: dict[str, list[int]] = {}
+    for p in out:  # one entity is one partition: its predictions are in order
+        versions_by_entity.setdefault(p.entity_id, []).append(p.model_version)
+    for entity, versions in versions_by_entity.items():
+        assert versions == sorted(versions), f"{entity} went back to an older version"
+    assert out[-1].model_version == 2
+
+
+def test_an_artifact_with_a_wrong_checksum_or_signature_is_refused_and_serving_keeps_its_model(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    good = publish_model(settings)
+    serving = start_service("serving")
+    artifact = trained_model(rows=300)
+    uri = registry.ArtifactStore(settings.registry_dir).save("default", 2, artifact)
+    forged = ModelVersion(
+        model_name="default", version=2, flavour="river", artifact_uri=uri,
+        sha256=registry.sha256_hex(artifact), signature=registry.sign(artifact, b"attacker key"),
+        trigger="manual",
+    )  # fmt: skip
+    tampered = forged.model_copy(
+        update={"version": 3, "signature": registry.sign(artifact, settings.signing_key_bytes()),
+                "sha256": registry.sha256_hex(artifact + b"x")}
+    )  # fmt: skip
+    registry.announce(settings, forged)
+    registry.announce(settings, tampered)
+    produce(settings, "models", [(b"default", b'{"not": "a model version"}')])
+    events = feature_events(100)
+    produce_features(settings, events)
+
+    out = reader("predictions", Prediction).read_until(lambda items: len(items) >= 100)
+    assert {p.model_version for p in out} == {good.version}
+    log = _wait_for_log(serving, "signature does not verify") + _wait_for_log(serving, "checksum")
+    assert "model version refused" in log
+    assert serving.running
+
+
+def test_a_malformed_feature_message_goes_to_the_dlq_and_the_next_one_is_served(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    publish_model(settings)
+    start_service("serving")
+    produce(settings, "features", [(b"e", b'{"event_id": 1}')])
+    produce_features(settings, feature_events(1))
+    dlq = reader("dlq", DeadLetter).read_until(lambda items: len(items) >= 1)
+    out = reader("predictions", Prediction).read_until(lambda items: len(items) >= 1)
+    assert [d.reason for d in dlq] in (["wrong_type"], ["missing_field"])
+    assert dlq[0].service == "serving"
+    assert [p.event_id for p in out] == ["ev-0"]
+
+
+def test_the_same_feature_event_twice_gives_the_same_prediction(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    publish_model(settings)
+    start_service("serving")
+    event = feature_events(1)[0]
+    produce_features(settings, [event, event])
+    out = reader("predictions", Prediction).read_until(lambda items: len(items) >= 2)
+    assert len(_predictions(out)) == 1, "a deduplicating consumer sees one prediction"
+    assert out[0].model_dump(exclude={"served_at"}) == out[1].model_dump(exclude={"served_at"})
+
+
+def _retry_until_serving(client: EddyClient, features: Features) -> PredictionReply:
+    from services.core.client import PredictionTimeoutError
+
+    for _ in range(30):
+        try:
+            return client.predict(features, timeout_s=2)
+        except PredictionTimeoutError:
+            continue
+    raise AssertionError("serving never answered a request/reply call")
+
+
+def _wait_for_log(service: ServiceProcess, text: str, timeout_s: float = 30) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        log = service.log_path.read_text(errors="replace")
+        if text in log:
+            return log
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} never appeared in {service.name}'s log:\n{service.log_tail()}")
