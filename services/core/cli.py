@@ -139,7 +139,7 @@ def models_publish(model_name: str | None, dataset: str, warmup: int) -> None:
         model.learn_one(features, label)
     version = registry.publish(
         settings,
-        model_name or settings.serving.model_name,
+        model_name or settings.model_name,
         registry.serialize_river(model),
         trigger="manual",
         description=f"warm-up on {warmup} rows of {dataset}",

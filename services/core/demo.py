@@ -186,7 +186,7 @@ class Demo:
             model.learn_one(features, label)
         return registry.publish(
             self.settings,
-            self.settings.serving.model_name,
+            self.settings.model_name,
             registry.serialize_river(model),
             trigger=trigger,
             parent_version=parent,

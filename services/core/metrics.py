@@ -59,6 +59,58 @@ MODELS_REFUSED = Counter(
     registry=REGISTRY,
 )
 
+LABELS = Counter(
+    "eddy_labels_total",
+    "Labels received, by what became of them (joined, early, duplicate, unknown, expired).",
+    ["service", "outcome"],
+    registry=REGISTRY,
+)
+UNLABELED_EXPIRED = Counter(
+    "eddy_predictions_unlabeled_total",
+    "Predicted events whose label never came before the pending time ran out.",
+    ["service"],
+    registry=REGISTRY,
+)
+LABELING_TASKS = Counter(
+    "eddy_labeling_tasks_total", "Requests for a human label.", ["service"], registry=REGISTRY
+)
+EXAMPLES_LEARNED = Counter(
+    "eddy_examples_learned_total",
+    "Training examples learned.",
+    ["service", "model"],
+    registry=REGISTRY,
+)
+VERSIONS_PUBLISHED = Counter(
+    "eddy_versions_published_total",
+    "Model versions published.",
+    ["service", "model", "trigger"],
+    registry=REGISTRY,
+)
+VERSIONS_REJECTED = Counter(
+    "eddy_versions_rejected_total",
+    "Candidate versions that failed validation and were not published.",
+    ["service", "model"],
+    registry=REGISTRY,
+)
+PREQUENTIAL = Gauge(
+    "eddy_prequential_score",
+    "Test-then-train score of the online model (rolling).",
+    ["service", "model", "metric"],
+    registry=REGISTRY,
+)
+DRIFT_EVENTS = Counter(
+    "eddy_drift_events_total",
+    "Drift events published.",
+    ["service", "kind", "subject"],
+    registry=REGISTRY,
+)
+KPI = Gauge(
+    "eddy_kpi",
+    "Rolling KPI of served predictions over the last labelled window.",
+    ["service", "model", "kpi"],
+    registry=REGISTRY,
+)
+
 
 def serve_metrics(port: int) -> int:
     """Serve the registry over HTTP on ``port`` (0 picks a free one); returns the port."""

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+from confluent_kafka import TopicPartition
 
 from services.core.logging import configure_logging
 from services.core.metrics import serve_metrics
 from services.core.settings import Settings
 from services.core.state import connect_redis
-from services.core.stream import BatchHandler, StopSignal, StreamProcessor
+from services.core.stream import BatchHandler, Effects, StopSignal, StreamProcessor
 from services.core.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ def run_stream_service(
     runtime: Runtime,
     handlers: dict[str, BatchHandler],
     transactional_id: str | None = None,
-    idle: Callable[[], None] | None = None,
+    tick: Callable[[], Effects] | None = None,
+    tick_interval_s: float = 1.0,
+    on_assign: Callable[[list[TopicPartition]], list[TopicPartition]] | None = None,
 ) -> None:
     """Run the shared Kafka loop with this service's handlers until stopped."""
     processor = StreamProcessor(
@@ -66,4 +69,4 @@ def run_stream_service(
         transactional_id=transactional_id,
         stop=runtime.stop,
     )
-    processor.run(idle=idle)
+    processor.run(tick=tick, tick_interval_s=tick_interval_s, on_assign=on_assign)

@@ -1,6 +1,6 @@
 """One frozen Settings object per process, read from the environment (prefix ``EDDY_``) once.
 
-Nested groups use ``__`` in the variable name: ``EDDY_SERVING__MODEL_NAME=churn``.
+Nested groups use ``__`` in the variable name: ``EDDY_KAFKA__BATCH_SIZE=1000``.
 Every field is documented in the README's settings table; a test checks that.
 """
 
@@ -55,12 +55,58 @@ class IngestSettings(_Group):
 
 
 class ServingSettings(_Group):
-    """Which model serving answers with."""
+    """How serving delivers."""
 
-    model_name: str = Field("default", min_length=1, description="Model name served.")
     transactional: bool = Field(
         False, description="Exactly-once output with Kafka transactions (else at-least-once)."
     )
+
+
+class LabelingSettings(_Group):
+    """How long predictions wait for labels, and when to ask people for one."""
+
+    pending_ttl_s: float = Field(
+        3600.0, gt=0, description="How long features and predictions wait for their label."
+    )
+    task_uncertainty: float = Field(
+        0.4, ge=0, le=1, description="Ask a person when 1 - max class probability is at least this."
+    )
+    sweep_interval_s: float = Field(1.0, gt=0, description="How often expired items are counted.")
+
+
+class TrainingSettings(_Group):
+    """When training publishes versions, and the rule a drift-triggered version must pass."""
+
+    publish_every: int = Field(
+        1000, ge=1, description="Publish a scheduled version every N examples learned."
+    )
+    recent_window: int = Field(
+        2000, ge=10, description="Recent examples kept to retrain from after a drift."
+    )
+    validation_window: int = Field(
+        200, ge=10, description="Most recent examples a drift-triggered version is validated on."
+    )
+    min_gain: float = Field(
+        0.0, description="A drift-triggered version must beat serving's accuracy by at least this."
+    )
+
+
+class MonitoringSettings(_Group):
+    """Drift detectors and KPIs."""
+
+    concept_delta: float = Field(
+        0.002, gt=0, lt=1, description="ADWIN confidence for the error stream (concept drift)."
+    )
+    data_delta: float = Field(
+        0.0001, gt=0, lt=1, description="ADWIN confidence for each numeric feature (data drift)."
+    )
+    cooldown_events: int = Field(
+        1000, ge=0, description="Events after a drift event before the same subject may fire again."
+    )
+    min_events: int = Field(
+        200, ge=0, description="Events a detector sees before it may fire at all."
+    )
+    kpi_window: int = Field(1000, ge=10, description="Labelled predictions in the rolling KPIs.")
 
 
 class Settings(BaseSettings):
@@ -86,6 +132,12 @@ class Settings(BaseSettings):
     registry_dir: Path = Field(
         DEFAULT_HOME / "registry", description="Where model artifacts are stored (file URIs)."
     )
+    model_name: str = Field(
+        "default",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The model this deployment trains, serves and monitors.",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65_535, description="Prometheus port of this process; 0 picks a free one."
     )
@@ -93,6 +145,9 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     ingest: IngestSettings = IngestSettings()
     serving: ServingSettings = ServingSettings()
+    labeling: LabelingSettings = LabelingSettings()
+    training: TrainingSettings = TrainingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @property
     def is_embedded(self) -> bool:

@@ -183,19 +183,40 @@ class StreamProcessor:
         self._consumed = {t: metrics.MESSAGES_CONSUMED.labels(service, t) for t in handlers}
         self.batches = 0
 
-    def run(self, idle: Callable[[], None] | None = None) -> None:
-        """Process until stopped; ``idle`` runs when a poll returned nothing."""
+    def run(
+        self,
+        tick: Callable[[], Effects] | None = None,
+        tick_interval_s: float = 1.0,
+        on_assign: Callable[[list[TopicPartition]], list[TopicPartition]] | None = None,
+    ) -> None:
+        """Process until stopped.
+
+        ``tick`` runs between batches every ``tick_interval_s`` (timers, expiry sweeps); its
+        effects are produced and acknowledged like a batch's. ``on_assign`` may return the
+        assigned partitions with the offsets to start from, for a service that keeps its
+        position with its own state.
+        """
         if self.transactional:
             self.producer.init_transactions(30)
-        self.consumer.subscribe(list(self.handlers))
+
+        def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            if on_assign is not None:
+                consumer.assign(on_assign(partitions))
+
+        self.consumer.subscribe(list(self.handlers), on_assign=assigned)
         log.info("consuming", extra={"service": self.service, "topics": list(self.handlers)})
+        last_tick = time.monotonic()
         try:
             while not self.stop.is_set():
                 messages = self._next_batch()
                 if messages:
                     self.process(messages)
-                elif idle is not None:
-                    idle()
+                if tick is not None and time.monotonic() - last_tick >= tick_interval_s:
+                    last_tick = time.monotonic()
+                    effects = tick()
+                    self._produce_and_wait(effects.outputs)
+                    for effect in effects.after_ack:
+                        effect()
         finally:
             self.close()
 

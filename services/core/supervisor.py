@@ -66,7 +66,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "EDDY_TOPIC_PREFIX": settings.topic_prefix,
         "EDDY_SIGNING_KEY": settings.signing_key.get_secret_value(),
         "EDDY_REGISTRY_DIR": str(settings.registry_dir),
-        "EDDY_SERVING__MODEL_NAME": settings.serving.model_name,
+        "EDDY_MODEL_NAME": settings.model_name,
         "EDDY_KAFKA": settings.kafka.model_dump_json(),
         "EDDY_LOG_LEVEL": settings.log_level,
     }

@@ -66,7 +66,7 @@ class RequestsHandler:
         self.watcher = watcher
         self.replies_topic = runtime.topics("prediction_replies")
         self.dlq_topic = runtime.topics("dlq")
-        self.model_name = runtime.settings.serving.model_name
+        self.model_name = runtime.settings.model_name
 
     def __call__(self, messages: Sequence[Message]) -> Effects:
         """One reply per valid request, with an error message when it cannot be answered."""
@@ -120,9 +120,7 @@ def run(settings: Settings | None = None) -> None:
                 return
         transactional_id = None
         if runtime.settings.serving.transactional:
-            transactional_id = (
-                f"{runtime.topics.group(SERVICE)}-{runtime.settings.serving.model_name}"
-            )
+            transactional_id = f"{runtime.topics.group(SERVICE)}-{runtime.settings.model_name}"
         run_stream_service(runtime, handlers(runtime, watcher), transactional_id=transactional_id)
     finally:
         watcher.stop()

@@ -28,7 +28,7 @@ class ModelWatcher:
     """Holds the champion and replaces it when a newer verified version is announced."""
 
     def __init__(self, settings: Settings, service: str) -> None:
-        self.model_name = settings.serving.model_name
+        self.model_name = settings.model_name
         self.key = settings.signing_key_bytes()
         self.service = service
         self.topic = Topics(settings.topic_prefix)("models")

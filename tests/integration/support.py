@@ -35,7 +35,7 @@ def publish_model(settings: Settings, rows: int = 200, **kwargs: object) -> Mode
     """Publish a trained default classifier under serving's model name."""
     return registry.publish(
         settings,
-        settings.serving.model_name,
+        settings.model_name,
         trained_model(rows),
         **kwargs,  # type: ignore[arg-type]
     )

@@ -33,7 +33,7 @@ def test_defaults_start_embedded_with_the_phishing_schema() -> None:
     assert settings.kafka.extra == {}
     assert settings.ingest.feature_schema == "phishing"
     assert settings.ingest.max_event_bytes == 65_536
-    assert settings.serving.model_name == "default"
+    assert settings.model_name == "default"
     assert settings.serving.transactional is False
 
 
@@ -50,13 +50,13 @@ def test_endpoints_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
 def test_nested_settings_are_read_with_double_underscores(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("EDDY_SERVING__MODEL_NAME", "churn")
+    monkeypatch.setenv("EDDY_MODEL_NAME", "churn")
     monkeypatch.setenv("EDDY_SERVING__TRANSACTIONAL", "true")
     monkeypatch.setenv("EDDY_KAFKA__SESSION_TIMEOUT_MS", "30000")
 
     settings = Settings()
 
-    assert settings.serving.model_name == "churn"
+    assert settings.model_name == "churn"
     assert settings.serving.transactional is True
     assert settings.kafka.session_timeout_ms == 30_000
     assert settings.kafka.batch_size == 500  # the rest of the group keeps its defaults
