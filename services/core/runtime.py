@@ -30,7 +30,7 @@ class Runtime:
     service: str
     settings: Settings
     topics: Topics
-    redis: redis.Redis[bytes]
+    redis: redis.Redis
     stop: StopSignal
     metrics_port: int
 

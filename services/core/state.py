@@ -11,7 +11,7 @@ import redis
 from services.core.settings import Settings
 
 
-def connect_redis(settings: Settings) -> redis.Redis[bytes]:
+def connect_redis(settings: Settings) -> redis.Redis:
     """A Redis client for the configured URL."""
     from services.core.exceptions import ConfigurationError
 
@@ -29,7 +29,7 @@ class Deduplicator:
     sight: a crash in between replays the event rather than losing it.
     """
 
-    def __init__(self, client: redis.Redis[bytes], namespace: str, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, namespace: str, ttl_s: int) -> None:
         self.client = client
         self.prefix = f"eddy:{namespace}:seen:"
         self.ttl_s = ttl_s
@@ -53,7 +53,7 @@ class Deduplicator:
 class FeatureStore:
     """The latest features of each entity, for serving look-ups and people's label pages."""
 
-    def __init__(self, client: redis.Redis[bytes], namespace: str) -> None:
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.client = client
         self.prefix = f"eddy:{namespace}:features:"
 
