@@ -13,7 +13,7 @@ from services.core.embedded import spawn_child, stop_child
 from services.core.settings import Settings
 
 #: Every service with an entry point, in the order they start (and stop in reverse).
-SERVICES = ("ingest", "serving")
+SERVICES = ("ingest", "serving", "training", "monitoring")
 
 
 @dataclass

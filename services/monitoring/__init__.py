@@ -1,1 +1,1 @@
-"""monitoring: arrives with the next issue (see README)."""
+"""monitoring: concept and data drift detection on ``drift``, and rolling KPIs for Prometheus."""

@@ -1,1 +1,1 @@
-"""training: arrives with the next issue (see README)."""
+"""training: online learning with River, and signed model versions published to the registry."""

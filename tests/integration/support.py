@@ -141,3 +141,31 @@ def pid_alive(pid: int) -> bool:
 #: The fixtures' types, for test signatures.
 StartService = Callable[..., ServiceProcess]
 OpenReader = Callable[[TopicRole, type[BaseModel]], TopicReader]
+
+
+def metric_value(port: int, name: str) -> float:
+    """The sum of a metric's samples on a service's /metrics page (0 if absent)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+        text = page.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def wait_for_metric(port: int, name: str, at_least: float, timeout_s: float = 60) -> float:
+    """Poll a service's metric until it reaches ``at_least``; fails the test if it never does."""
+    deadline = time.monotonic() + timeout_s
+    value = 0.0
+    while time.monotonic() < deadline:
+        try:
+            value = metric_value(port, name)
+        except OSError:
+            value = 0.0  # not serving metrics yet
+        if value >= at_least:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{name} reached {value}, not {at_least}, within {timeout_s}s")

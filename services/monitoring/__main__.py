@@ -1,0 +1,5 @@
+"""``python -m services.monitoring``: run the monitoring service."""
+
+from services.monitoring.service import run
+
+run()

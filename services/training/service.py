@@ -1,0 +1,202 @@
+"""training: learns online from ``training.examples`` and publishes signed model versions.
+
+Versions: an initial one when the registry has none, a scheduled one every
+``publish_every`` examples, and one per drift event whose retrained candidate passes
+validation against the champion. The registry is also the checkpoint: on start, training
+loads the newest version and resumes each partition right after the last offset that any
+version learned (its lineage), so a crash loses no example and, because versions are cut at
+the same points of the stream, publishes no duplicate version. Run one instance per model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+
+from schemas import DriftEvent, ModelVersion, OffsetRange, TrainingExample
+from schemas.models import Trigger
+from services.core import metrics, registry
+from services.core.datasets import default_classifier
+from services.core.runtime import Runtime, bootstrap, run_stream_service
+from services.core.settings import Settings
+from services.core.stream import BatchHandler, Effects, decode
+from services.training.learner import Example, OnlineLearner
+
+SERVICE = "training"
+log = logging.getLogger(__name__)
+
+
+def lineage_of(examples: Sequence[Example], topic: str) -> list[OffsetRange]:
+    """The offset range of each partition among ``examples``."""
+    ranges: dict[int, tuple[int, int]] = {}
+    for e in examples:
+        first, last = ranges.get(e.partition, (e.offset, e.offset))
+        ranges[e.partition] = (min(first, e.offset), max(last, e.offset))
+    return [
+        OffsetRange(topic=topic, partition=p, first=f, last=last)
+        for p, (f, last) in sorted(ranges.items())
+    ]
+
+
+def resume_positions(history: Sequence[ModelVersion], topic: str) -> dict[int, int]:
+    """Partition → next offset to learn: one past the last offset any version learned."""
+    positions: dict[int, int] = {}
+    for version in history:
+        for span in version.lineage:
+            if span.topic == topic:
+                positions[span.partition] = max(positions.get(span.partition, 0), span.last + 1)
+    return positions
+
+
+class Trainer:
+    """The training service's state and handlers."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.settings = runtime.settings
+        self.model_name = runtime.settings.model_name
+        self.examples_topic = runtime.topics("training_examples")
+        self.dlq_topic = runtime.topics("dlq")
+        history = [
+            v for v in registry.read_versions(self.settings) if v.model_name == self.model_name
+        ]
+        self.reacted = {v.drift_event_id for v in history if v.drift_event_id}
+        self.positions = resume_positions(history, self.examples_topic)
+        self.version = 0
+        model = default_classifier()
+        if history:
+            latest = history[-1]
+            _data, model = registry.load_verified(latest, self.settings.signing_key_bytes())
+            self.version = latest.version
+            log.info("resuming", extra={"version": self.version, "positions": self.positions})
+        self.champion: Any = copy.deepcopy(model)
+        self.learner = OnlineLearner(
+            model, default_classifier, self.settings.training.recent_window
+        )
+        self.learned = metrics.EXAMPLES_LEARNED.labels(SERVICE, self.model_name)
+        self.score_gauge = metrics.PREQUENTIAL.labels(SERVICE, self.model_name, "accuracy")
+        if not history:
+            self.publish("initial", description="untrained starting point")
+
+    def on_assign(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Start each examples partition where the newest versions' lineage ends."""
+        for tp in partitions:
+            if tp.topic == self.examples_topic:
+                tp.offset = self.positions.get(tp.partition, OFFSET_BEGINNING)
+        return partitions
+
+    def on_examples(self, messages: Sequence[Message]) -> Effects:
+        """Test-then-train on each example; publish a scheduled version every N examples."""
+        effects = Effects()
+        every = self.settings.training.publish_every
+        for message in messages:
+            example = decode(message, TrainingExample, SERVICE, self.dlq_topic, effects)
+            if example is None:
+                continue
+            self.learner.learn(
+                Example(
+                    example.features, example.label, message.partition() or 0, message.offset() or 0
+                )
+            )
+            self.learned.inc()
+            if len(self.learner.since_publish) >= every:
+                self.publish("scheduled", description=f"every {every} examples")
+        self.score_gauge.set(self.learner.score.get())
+        return effects
+
+    def on_drift(self, messages: Sequence[Message]) -> Effects:
+        """Retrain on the recent window after each drift event; publish if it validates."""
+        effects = Effects()
+        for message in messages:
+            drift = decode(message, DriftEvent, SERVICE, self.dlq_topic, effects)
+            if (
+                drift is None
+                or drift.model_name != self.model_name
+                or drift.drift_id in self.reacted
+            ):
+                continue
+            self.react_to(drift)
+        return effects
+
+    def react_to(self, drift: DriftEvent) -> None:
+        """Validate a retrained candidate on the newest examples; publish it if it wins."""
+        rules = self.settings.training
+        candidate = self.learner.retrain_after_drift(
+            self.champion, drift.window, rules.validation_window
+        )
+        self.reacted.add(drift.drift_id)
+        verdict = {
+            "drift_id": drift.drift_id,
+            "candidate_accuracy": round(candidate.score, 4),
+            "champion_accuracy": round(candidate.champion_score, 4),
+            "window": len(candidate.window),
+        }
+        if not candidate.window or not candidate.passes(rules.min_gain):
+            metrics.VERSIONS_REJECTED.labels(SERVICE, self.model_name).inc()
+            log.warning("drift candidate rejected", extra=verdict)
+            return
+        self.learner.adopt(candidate)
+        self.learner.since_publish = list(candidate.window)
+        self.publish(
+            "drift",
+            drift_event_id=drift.drift_id,
+            description=f"retrained on {len(candidate.window)} recent examples after "
+            f"{drift.kind} drift of {drift.subject}",
+            extra_metrics={
+                "validation_accuracy": candidate.score,
+                "champion_validation_accuracy": candidate.champion_score,
+            },
+        )
+        log.info("drift candidate published", extra={**verdict, "version": self.version})
+
+    def publish(
+        self,
+        trigger: Trigger,
+        drift_event_id: str | None = None,
+        description: str = "",
+        extra_metrics: dict[str, float] | None = None,
+    ) -> ModelVersion:
+        """Sign and announce the current model as the next version."""
+        snapshot = self.learner.snapshot()
+        learned = self.learner.since_publish
+        scores = {
+            "prequential_accuracy": float(self.learner.score.get()),
+            "examples": float(len(learned)),
+            **(extra_metrics or {}),
+        }
+        version = registry.publish(
+            self.settings,
+            self.model_name,
+            registry.serialize_river(snapshot),
+            trigger=trigger,
+            parent_version=self.version or None,
+            metrics=scores,
+            drift_event_id=drift_event_id,
+            lineage=lineage_of(learned, self.examples_topic),
+            description=description,
+            version=self.version + 1,
+        )
+        self.version = version.version
+        self.champion = snapshot
+        self.learner.since_publish = []
+        metrics.VERSIONS_PUBLISHED.labels(SERVICE, self.model_name, trigger).inc()
+        log.info("published", extra={"version": version.version, "trigger": trigger})
+        return version
+
+
+def handlers(runtime: Runtime, trainer: Trainer) -> dict[str, BatchHandler]:
+    """Topic → handler for the training service."""
+    return {
+        runtime.topics("training_examples"): trainer.on_examples,
+        runtime.topics("drift"): trainer.on_drift,
+    }
+
+
+def run(settings: Settings | None = None) -> None:
+    """Entry point: resume from the registry, then learn until SIGTERM or SIGINT."""
+    runtime = bootstrap(SERVICE, settings)
+    trainer = Trainer(runtime)
+    run_stream_service(runtime, handlers(runtime, trainer), on_assign=trainer.on_assign)

@@ -1,0 +1,130 @@
+"""training on the real broker: initial, scheduled and drift versions, and crash safety."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+
+from river.datasets import synth
+
+from schemas import DriftEvent, ModelVersion, TrainingExample
+from services.core.embedded import free_port
+from services.core.settings import Settings
+from tests.integration.support import OpenReader, StartService, produce, wait_for_metric
+
+EVERY = 200
+
+
+def sea_examples(variant: int, count: int, seed: int, start: int = 0) -> list[TrainingExample]:
+    """Labelled examples from River's SEA stream, ids ``sea-{i}``."""
+    rows = itertools.islice(synth.SEA(variant=variant, seed=seed), count)
+    return [
+        TrainingExample(
+            event_id=f"sea-{start + i}",
+            entity_id=f"e{(start + i) % 5}",
+            ts=datetime.now(UTC),
+            features={str(k): v for k, v in x.items()},
+            label=y,
+        )
+        for i, (x, y) in enumerate(rows)
+    ]
+
+
+def send(settings: Settings, examples: list[TrainingExample]) -> None:
+    produce(
+        settings,
+        "training_examples",
+        [(e.entity_id.encode(), e.model_dump_json().encode()) for e in examples],
+    )
+
+
+def drift_event(drift_id: str, window: int = 400) -> DriftEvent:
+    return DriftEvent(
+        drift_id=drift_id,
+        kind="concept",
+        subject="error",
+        detector="ADWIN",
+        magnitude=0.2,
+        window=window,
+        model_name="default",
+        model_version=1,
+    )
+
+
+def _env() -> dict[str, str]:
+    return {"EDDY_TRAINING__PUBLISH_EVERY": str(EVERY), "EDDY_TRAINING__VALIDATION_WINDOW": "100"}
+
+
+def test_training_publishes_an_initial_then_a_scheduled_version_with_lineage(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    start_service("training", **_env())
+    send(settings, sea_examples(0, 2 * EVERY + 50, seed=1))
+    versions = reader("models", ModelVersion).read_until(lambda items: len(items) >= 3)
+    assert [(v.version, v.trigger, v.parent_version) for v in versions] == [
+        (1, "initial", None),
+        (2, "scheduled", 1),
+        (3, "scheduled", 2),
+    ]
+    learned = sum(span.last - span.first + 1 for v in versions for span in v.lineage)
+    assert learned == 2 * EVERY
+    assert versions[2].metrics["prequential_accuracy"] > 0.8
+
+
+def test_a_drift_event_yields_one_validated_version_even_if_delivered_twice(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    # the champion (v2) learned the old concept; the drift event comes once training has
+    # learned 400 examples of the new one (its metrics show how many it learned)
+    port = free_port()
+    env = {**_env(), "EDDY_TRAINING__PUBLISH_EVERY": "1500", "EDDY_METRICS_PORT": str(port)}
+    start_service("training", **env)
+    send(settings, sea_examples(2, 1500, seed=1))
+    models = reader("models", ModelVersion)
+    models.read_until(lambda items: len(items) >= 2)
+    send(settings, sea_examples(3, 400, seed=2, start=1500))
+    wait_for_metric(port, "eddy_examples_learned_total", 1900)
+    event = drift_event("drift-1")
+    produce(settings, "drift", [(b"default", event.model_dump_json().encode())] * 2)
+    versions = models.read_until(lambda items: any(v.trigger == "drift" for v in items))
+    versions = models.settle()
+    drift_versions = [v for v in versions if v.trigger == "drift"]
+    assert len(drift_versions) == 1, "the same drift event gave two versions"
+    version = drift_versions[0]
+    assert version.drift_event_id == "drift-1" and version.parent_version == 2
+    assert version.metrics["validation_accuracy"] >= version.metrics["champion_validation_accuracy"]
+
+
+def test_a_drift_candidate_that_does_not_beat_the_champion_is_not_published(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    start_service("training", **{**_env(), "EDDY_TRAINING__MIN_GAIN": "1.0"})
+    send(settings, sea_examples(0, 150, seed=1))
+    produce(settings, "drift", [(b"default", drift_event("drift-2").model_dump_json().encode())])
+    versions = reader("models", ModelVersion).settle(quiet_s=4)
+    assert [v.trigger for v in versions] == ["initial"]
+
+
+def test_training_killed_mid_stream_loses_no_example_and_repeats_no_version(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    total = 10 * EVERY
+    examples = sea_examples(0, total, seed=3)
+    training = start_service("training", **_env())
+    models = reader("models", ModelVersion)
+    send(settings, examples[: total // 2])
+    models.read_until(lambda items: len(items) >= 3)
+    training.kill()
+    send(settings, examples[total // 2 :])
+    start_service("training", **_env())
+    versions = models.read_until(lambda items: len(items) >= 11, timeout_s=120)
+    versions = models.settle()
+
+    numbers = [v.version for v in versions]
+    assert numbers == list(range(1, 12)), f"versions repeated or skipped: {numbers}"
+    covered: dict[int, list[int]] = {}
+    for v in versions:
+        for span in v.lineage:
+            covered.setdefault(span.partition, []).extend(range(span.first, span.last + 1))
+    offsets = sorted((p, o) for p, os in covered.items() for o in os)
+    assert len(offsets) == len(set(offsets)) == total, "an example was lost or learned twice"

@@ -1,0 +1,178 @@
+"""Monitoring's handlers on in-memory messages: what each batch emits, and stable drift ids."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from confluent_kafka import Message
+
+from schemas import DeadLetter, DriftEvent, FeatureEvent, TrainingExample
+from schemas.base import Features
+from services.core.settings import Settings
+from services.core.stream import Effects
+from services.core.topics import TopicRole, Topics
+from services.monitoring.service import (
+    DriftPublisher,
+    ExamplesHandler,
+    FeaturesHandler,
+    drift_id,
+    handlers,
+)
+
+SETTINGS = Settings(topic_prefix="unit.", model_name="fraud")
+TOPICS = Topics(SETTINGS.topic_prefix)
+NOW = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def example_messages(
+    error_rates: Sequence[tuple[int, float, int | None]], with_prediction: bool = True
+) -> list[Message]:
+    """training.examples messages: ``(count, error rate, model version)`` segments, in order."""
+    rng = random.Random(11)
+    messages: list[Message] = []
+    for count, rate, version in error_rates:
+        for _ in range(count):
+            i = len(messages)
+            wrong = rng.random() < rate
+            example = TrainingExample(
+                event_id=f"ev-{i}",
+                entity_id="e-1",
+                ts=NOW,
+                features={"x": 1.0},
+                label=True,
+                prediction=(not wrong) if with_prediction else None,
+                model_version=version,
+            )
+            messages.append(_message("training_examples", i, example.model_dump_json().encode()))
+    return messages
+
+
+def feature_messages(values: list[Features]) -> list[Message]:
+    """Messages on ``features``, one per feature dict, in order."""
+    return [
+        _message(
+            "features",
+            i,
+            FeatureEvent(
+                event_id=f"ev-{i}", entity_id="e-1", ts=NOW, features=v, feature_schema="test"
+            )
+            .model_dump_json()
+            .encode(),
+        )
+        for i, v in enumerate(values)
+    ]
+
+
+def _message(role: TopicRole, offset: int, value: bytes) -> Message:
+    return Message(topic=TOPICS(role), partition=0, offset=offset, key=b"e-1", value=value)
+
+
+def _drift_events(effects: Effects) -> list[DriftEvent]:
+    return [
+        DriftEvent.model_validate_json(out.value)
+        for out in effects.outputs
+        if out.topic == TOPICS("drift")
+    ]
+
+
+def _examples_handler() -> ExamplesHandler:
+    return ExamplesHandler(SETTINGS, TOPICS, DriftPublisher(SETTINGS, TOPICS))
+
+
+def _in_batches(handler: ExamplesHandler | FeaturesHandler, messages: list[Message]) -> Effects:
+    effects = Effects()
+    for start in range(0, len(messages), 500):
+        effects.extend(handler(messages[start : start + 500]))
+    return effects
+
+
+JUMP = [(3000, 0.05, 3), (1500, 0.40, 4)]
+
+
+def test_a_worse_error_rate_gives_one_concept_event_under_the_version_that_made_the_errors() -> (
+    None
+):
+    events = _drift_events(_in_batches(_examples_handler(), example_messages(JUMP)))
+    assert len(events) == 1
+    event = events[0]
+    assert (event.kind, event.subject, event.model_name, event.model_version) == (
+        "concept",
+        "error",
+        "fraud",
+        4,
+    )
+    assert event.magnitude is not None and event.magnitude > 0.2 and event.window > 0
+
+
+def test_replaying_the_same_messages_through_the_same_history_republishes_the_same_drift_id() -> (
+    None
+):
+    messages = example_messages(JUMP)
+    first = _drift_events(_in_batches(_examples_handler(), messages))
+    again = _drift_events(_in_batches(_examples_handler(), messages))
+    assert [e.drift_id for e in first] == [e.drift_id for e in again] != []
+
+
+def test_drift_ids_differ_by_prefix_model_kind_subject_and_position() -> None:
+    message = example_messages([(2, 0.0, 1)])
+    base = drift_id("p.", "m", "data", "amount", message[0])
+    variants = {
+        drift_id("q.", "m", "data", "amount", message[0]),
+        drift_id("p.", "n", "data", "amount", message[0]),
+        drift_id("p.", "m", "concept", "amount", message[0]),
+        drift_id("p.", "m", "data", "clicks", message[0]),
+        drift_id("p.", "m", "data", "amount", message[1]),
+    }
+    assert base not in variants and len(variants) == 5
+    assert base == drift_id("p.", "m", "data", "amount", message[0])
+
+
+def test_examples_without_a_prediction_feed_neither_the_error_watch_nor_the_kpi() -> None:
+    handler = _examples_handler()
+    effects = _in_batches(handler, example_messages(JUMP, with_prediction=False))
+    assert _drift_events(effects) == []
+    assert handler.errors.updates == 0 and handler.accuracy.value is None
+
+
+def test_a_malformed_example_goes_to_the_dlq_and_the_batch_goes_on() -> None:
+    good = example_messages([(3, 0.0, 1)])
+    bad = _message("training_examples", 99, b'{"event_id": ')
+    handler = _examples_handler()
+    effects = handler([good[0], bad, *good[1:]])
+    letters = [
+        DeadLetter.model_validate_json(o.value) for o in effects.outputs if o.topic == TOPICS("dlq")
+    ]
+    assert [(d.reason, d.source_offset, d.service) for d in letters] == [
+        ("invalid_json", 99, "monitoring")
+    ]
+    assert handler.errors.updates == 3
+
+
+def test_a_shift_in_one_numeric_feature_gives_one_data_event_naming_it() -> None:
+    rng = random.Random(5)
+    values: list[Features] = [
+        {
+            "amount": rng.gauss(50.0 if i < 3000 else 80.0, 10.0),
+            "clicks": rng.randint(0, 9),
+            "https": rng.random() < 0.5,
+            "country": "fr",
+        }
+        for i in range(4000)
+    ]
+    handler = FeaturesHandler(SETTINGS, TOPICS, DriftPublisher(SETTINGS, TOPICS))
+    events = _drift_events(_in_batches(handler, feature_messages(values)))
+    assert [(e.kind, e.subject, e.model_version) for e in events] == [("data", "amount", None)]
+    assert events[0].magnitude is not None and 2.0 < events[0].magnitude < 4.0
+    assert sorted(handler.watches) == ["amount", "clicks", "https"], "strings are not watched"
+
+
+def test_the_service_reads_training_examples_and_features() -> None:
+    assert sorted(handlers(SETTINGS, TOPICS)) == [TOPICS("features"), TOPICS("training_examples")]
+
+
+def test_every_example_delivered_twice_still_gives_one_concept_event() -> None:
+    twice = [message for message in example_messages(JUMP) for _ in (1, 2)]
+    events = _drift_events(_in_batches(_examples_handler(), twice))
+    assert [(e.kind, e.model_version) for e in events] == [("concept", 4)]
