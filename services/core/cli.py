@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from services.core.exceptions import EddyError
 from services.core.settings import Settings
 
-RUNNABLE = ("ingest", "serving", "training", "monitoring")
+RUNNABLE = ("ingest", "serving", "labeling", "training", "monitoring")
 
 
 def _settings() -> Settings:

@@ -12,8 +12,11 @@ from pathlib import Path
 from services.core.embedded import spawn_child, stop_child
 from services.core.settings import Settings
 
+#: Nested settings groups, passed to child processes whole.
+SETTINGS_GROUPS = ("kafka", "ingest", "serving", "labeling", "training", "monitoring")
+
 #: Every service with an entry point, in the order they start (and stop in reverse).
-SERVICES = ("ingest", "serving", "training", "monitoring")
+SERVICES = ("ingest", "serving", "labeling", "training", "monitoring")
 
 
 @dataclass
@@ -59,14 +62,16 @@ class ServiceProcess:
 
 
 def service_env(settings: Settings) -> dict[str, str]:
-    """The settings a service process needs, as environment variables."""
-    return {
+    """Every setting as environment variables, so a child process sees what this one sees."""
+    env = {
         "EDDY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
         "EDDY_REDIS_URL": settings.redis_url or "",
         "EDDY_TOPIC_PREFIX": settings.topic_prefix,
         "EDDY_SIGNING_KEY": settings.signing_key.get_secret_value(),
         "EDDY_REGISTRY_DIR": str(settings.registry_dir),
         "EDDY_MODEL_NAME": settings.model_name,
-        "EDDY_KAFKA": settings.kafka.model_dump_json(),
         "EDDY_LOG_LEVEL": settings.log_level,
     }
+    for group in SETTINGS_GROUPS:  # nested groups travel as JSON; EDDY_GROUP__FIELD still wins
+        env[f"EDDY_{group.upper()}"] = getattr(settings, group).model_dump_json()
+    return env

@@ -1,1 +1,1 @@
-"""labeling: arrives with the next issue (see README)."""
+"""labeling: joins late labels with their features and prediction, and asks people when unsure."""
