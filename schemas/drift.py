@@ -20,7 +20,9 @@ class DriftEvent(Payload):
     subject: str = Field(description="The feature, 'error', 'prediction' or 'label_coverage'.")
     detector: str
     magnitude: float | None = None
-    window: int = Field(ge=0, description="Observations the detector had seen since its reset.")
+    window: int = Field(
+        ge=0, description="Observations since the estimated change point (what to retrain on)."
+    )
     model_name: str
     model_version: int | None = None
     detected_at: datetime = Field(default_factory=utc_now)

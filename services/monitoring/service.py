@@ -72,7 +72,7 @@ class DriftPublisher:
             subject=finding.subject,
             detector=finding.detector,
             magnitude=finding.magnitude,
-            window=finding.window,
+            window=finding.recent,
             model_name=self.model_name,
             model_version=model_version,
         )

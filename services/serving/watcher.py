@@ -73,11 +73,12 @@ class ModelWatcher:
 
     def _follow(self) -> None:
         while not self._stopped.is_set():
-            for message in self.consumer.consume(100, 0.5):
-                if message.error() is None:
-                    version = self._parse(message.value())
-                    if version is not None:
-                        self._try_swap(version)
+            # poll returns at the first message; consume(n, t) would wait out t for n of them
+            message = self.consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                version = self._parse(message.value())
+                if version is not None:
+                    self._try_swap(version)
 
     def _parse(self, raw: bytes | None) -> ModelVersion | None:
         try:

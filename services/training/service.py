@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
@@ -24,6 +25,7 @@ from services.core.datasets import default_classifier
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, Effects, decode
+from services.training.awaiting import AwaitingDrifts
 from services.training.learner import Example, OnlineLearner
 
 SERVICE = "training"
@@ -64,6 +66,9 @@ class Trainer:
             v for v in registry.read_versions(self.settings) if v.model_name == self.model_name
         ]
         self.reacted = {v.drift_event_id for v in history if v.drift_event_id}
+        # Drift events waiting for enough post-change examples, kept in Redis so that a
+        # restart still reacts to a drift event whose offset was already committed.
+        self.awaiting = AwaitingDrifts(runtime.redis, f"{self.settings.topic_prefix}{SERVICE}")
         self.positions = resume_positions(history, self.examples_topic)
         self.version = 0
         model = default_classifier()
@@ -102,6 +107,8 @@ class Trainer:
                 )
             )
             self.learned.inc()
+            for drift in self.awaiting.count_down():
+                self.react_to(drift)
             if len(self.learner.since_publish) >= every:
                 self.publish("scheduled", description=f"every {every} examples")
         self.score_gauge.set(self.learner.score.get())
@@ -118,15 +125,21 @@ class Trainer:
                 or drift.drift_id in self.reacted
             ):
                 continue
-            self.react_to(drift)
+            # Retraining needs the change's examples, at least twice the validation window.
+            missing = 2 * self.settings.training.validation_window - drift.window
+            if missing <= 0:
+                self.react_to(drift)
+            else:
+                effects.after_ack.append(partial(self.awaiting.add, drift, missing))
         return effects
 
     def react_to(self, drift: DriftEvent) -> None:
         """Validate a retrained candidate on the newest examples; publish it if it wins."""
         rules = self.settings.training
         candidate = self.learner.retrain_after_drift(
-            self.champion, drift.window, rules.validation_window
+            self.champion, drift.window + self.awaiting.waited(drift), rules.validation_window
         )
+        self.awaiting.remove(drift)
         self.reacted.add(drift.drift_id)
         verdict = {
             "drift_id": drift.drift_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import UTC, datetime
 
 from river.datasets import synth
@@ -10,6 +11,7 @@ from river.datasets import synth
 from schemas import DriftEvent, ModelVersion, TrainingExample
 from services.core.embedded import free_port
 from services.core.settings import Settings
+from services.core.state import connect_redis
 from tests.integration.support import OpenReader, StartService, produce, wait_for_metric
 
 EVERY = 200
@@ -128,3 +130,32 @@ def test_training_killed_mid_stream_loses_no_example_and_repeats_no_version(
             covered.setdefault(span.partition, []).extend(range(span.first, span.last + 1))
     offsets = sorted((p, o) for p, os in covered.items() for o in os)
     assert len(offsets) == len(set(offsets)) == total, "an example was lost or learned twice"
+
+
+def test_a_drift_event_waits_for_enough_post_change_examples_before_retraining(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    start_service("training", **{**_env(), "EDDY_TRAINING__PUBLISH_EVERY": "1500"})
+    send(settings, sea_examples(2, 1500, seed=1))
+    models = reader("models", ModelVersion)
+    models.read_until(lambda items: len(items) >= 2)
+    # detected right at the change: no example of the new concept yet
+    produce(
+        settings,
+        "drift",
+        [(b"default", drift_event("drift-3", window=0).model_dump_json().encode())],
+    )
+    awaiting = connect_redis(settings)
+    key = f"eddy:{settings.topic_prefix}training:awaiting-drifts"
+    deadline = time.monotonic() + 30
+    while not awaiting.hexists(key, "drift-3") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert awaiting.hexists(key, "drift-3"), "training did not accept the drift event"
+    send(settings, sea_examples(3, 400, seed=2, start=1500))
+
+    versions = models.read_until(lambda items: any(v.trigger == "drift" for v in items))
+    (version,) = [v for v in versions if v.trigger == "drift"]
+    retrained_on = sum(span.last - span.first + 1 for span in version.lineage)
+    assert retrained_on == 2 * 100, "it retrained on other than the examples after the change"
+    assert version.metrics["validation_accuracy"] > version.metrics["champion_validation_accuracy"]
+    assert not awaiting.hexists(key, "drift-3")
