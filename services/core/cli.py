@@ -46,12 +46,25 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--rate", default=250.0, show_default=True, help="Events per second streamed.")
-def demo(rate: float) -> None:
-    """Run the whole path on a real dataset and show what happens."""
-    from services.core.demo import run_demo
+@click.option("--events", default=8000, show_default=True, help="Events streamed.")
+@click.option("--rate", default=400.0, show_default=True, help="Events per second.")
+@click.option("--label-delay", default=100, show_default=True, help="Events each label lags.")
+@click.option("--no-drift", is_flag=True, help="A stationary stream (no concept drift).")
+def demo(events: int, rate: float, label_delay: int, no_drift: bool) -> None:
+    """Run the whole loop on a drifting stream and show what happens."""
+    from services.core.demo import Scenario, run_demo
 
-    run_demo(_settings(), click.echo, rate=rate)
+    if events < 2000:
+        raise click.BadParameter(
+            "at least 2000 events, to see before and after", param_hint="--events"
+        )
+    scenario = Scenario(
+        events=events,
+        drift_at=None if no_drift else events // 2,
+        rate=rate,
+        label_delay=label_delay,
+    )
+    run_demo(_settings(), click.echo, scenario)
 
 
 @main.command("run")

@@ -57,14 +57,19 @@ class EddyClient:
         self._produce(self.topics("raw"), key, value)
 
     def send_labels(self, labels: Iterable[Label]) -> int:
-        """Produce labels and wait for the broker; returns the count."""
-        topic = self.topics("labels")
+        """Produce labels (keyed by event_id) and wait for the broker; returns the count."""
         count = 0
         for label in labels:
-            self._produce(topic, label.event_id.encode(), label.model_dump_json().encode())
+            self.send_label(label)
             count += 1
         self.flush()
         return count
+
+    def send_label(self, label: Label) -> None:
+        """Produce one label without waiting (``flush`` waits)."""
+        self._produce(
+            self.topics("labels"), label.event_id.encode(), label.model_dump_json().encode()
+        )
 
     def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
         while True:

@@ -1,4 +1,4 @@
-"""Real datasets that ship with River, as streams of (features, label), and Eddy's default model."""
+"""Streams of (features, label): River's bundled real datasets and drifting synthetic ones."""
 
 from __future__ import annotations
 
@@ -20,6 +20,26 @@ def stream(name: str) -> Iterator[tuple[Features, Target]]:
     dataset = getattr(datasets, BUNDLED[name][0])()
     for features, label in dataset:
         yield dict(features), label
+
+
+def sea_with_drift(
+    count: int, drift_at: int | None, seed: int = 42
+) -> Iterator[tuple[Features, Target]]:
+    """River's SEA stream, with an abrupt concept drift at ``drift_at`` (None: stationary).
+
+    Before the drift the label is ``x0 + x1 <= 7`` (variant 2), after it ``<= 9.5`` (variant
+    3): about a fifth of the input space changes class.
+    """
+    from itertools import islice
+
+    from river.datasets import synth
+
+    before = synth.SEA(variant=2, seed=seed)
+    after = synth.SEA(variant=3, seed=seed + 1)
+    pivot = count if drift_at is None else drift_at
+    rows = [*islice(before, pivot), *islice(after, count - pivot)]
+    for x, y in rows:
+        yield {f"x{k}": float(v) for k, v in x.items()}, bool(y)
 
 
 def default_classifier() -> Any:

@@ -1,9 +1,10 @@
-"""``eddy demo``: the whole path on the embedded default with a real dataset, shown live.
+"""``eddy demo``: the whole loop on a stream with a known concept drift, shown live.
 
-It starts the broker and Redis, provisions topics, starts ingest and serving as separate
-processes, publishes a first model, streams River's Phishing dataset (with some malformed and
-duplicate events mixed in), swaps to a second model version mid-stream, and reports what the
-platform served: predictions per version, accuracy, rejects by reason, latency.
+Five service processes run as in production; the demo plays producer and label source. It
+streams River's SEA generator with an abrupt drift halfway, sends each label a fixed number of
+events late, mixes in malformed and duplicate events, and watches the output topics: served
+predictions (scored against the labels it knows), drift events, and model versions. The
+summary compares served accuracy before the drift, just after it, and after recovery.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,22 +25,29 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from pydantic import SecretStr
 
-from schemas import DeadLetter, ModelVersion, Prediction, RawEvent
-from schemas.base import Features, Target
-from schemas.models import Trigger
-from services.core import registry
-from services.core.client import EddyClient
-from services.core.datasets import default_classifier, stream
+from schemas import DeadLetter, DriftEvent, Label, ModelVersion, Prediction, RawEvent
+from schemas.base import Target
+from services.core.client import EddyClient, PredictionTimeoutError
+from services.core.datasets import sea_with_drift
 from services.core.embedded import EmbeddedStack
 from services.core.kafka import create_topics, make_consumer
 from services.core.settings import Settings
-from services.core.supervisor import ServiceProcess, service_env
-from services.core.topics import Topics
+from services.core.supervisor import SERVICES, ServiceProcess, service_env
+from services.core.topics import TopicRole, Topics
 
 Echo = Callable[[str], None]
 
-#: The services this demo runs; it plays the part of training by publishing versions itself.
-DEMO_SERVICES = ("ingest", "serving")
+
+@dataclass(frozen=True)
+class Scenario:
+    """What to stream and how."""
+
+    events: int = 8000
+    drift_at: int | None = 4000
+    rate: float = 400.0
+    label_delay: int = 100
+    bad_every: int = 500
+    seed: int = 42
 
 
 def bad_events(valid: RawEvent) -> list[tuple[bytes, str]]:
@@ -53,7 +61,7 @@ def bad_events(valid: RawEvent) -> list[tuple[bytes, str]]:
     return [
         (b"{not json", "invalid_json"),
         (variant(features={**good["features"], feature: "yes"}), "wrong_type"),
-        (variant(features={**good["features"], feature: 7.5}), "out_of_range"),
+        (variant(features={**good["features"], feature: 75.0}), "out_of_range"),
         (variant(features={**good["features"], "evil": 1}), "unknown_field"),
         (
             variant(features={k: v for k, v in good["features"].items() if k != feature}),
@@ -66,218 +74,296 @@ def bad_events(valid: RawEvent) -> list[tuple[bytes, str]]:
 
 
 @dataclass
-class Observed:
-    """What the demo saw on the output topics, de-duplicated by event_id."""
+class LoopReport:
+    """What the loop served and published, as seen on its output topics."""
 
+    scenario: Scenario
+    labels: dict[str, Target] = field(default_factory=dict)
+    index: dict[str, int] = field(default_factory=dict)
     predictions: dict[str, Prediction] = field(default_factory=dict)
-    duplicate_predictions: int = 0
+    repeated_predictions: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
+    drift_events: list[tuple[int, DriftEvent]] = field(default_factory=list)
+    versions: list[tuple[int, ModelVersion]] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
 
+    def accuracy(self, first: int, last: int) -> float | None:
+        """Served accuracy over events ``first`` ≤ i < ``last`` that have a prediction."""
+        hits = [
+            p.prediction == self.labels[e]
+            for e, p in self.predictions.items()
+            if first <= self.index[e] < last
+        ]
+        return sum(hits) / len(hits) if hits else None
 
-def _events(rows: list[tuple[Features, Target]], start: int) -> Iterator[RawEvent]:
-    for i, (features, _label) in enumerate(rows, start):
-        yield RawEvent(
-            event_id=f"phishing-{i}",
-            entity_id=f"page-{i % 64}",
-            ts=datetime.now(UTC),
-            features=features,
+    def first_served_by(self, version: int) -> int | None:
+        """Index of the first event a version (or a later one) served."""
+        served = [self.index[e] for e, p in self.predictions.items() if p.model_version >= version]
+        return min(served) if served else None
+
+    def drift_version(self) -> ModelVersion | None:
+        """The first version published in reaction to a drift event."""
+        return next((v for _at, v in self.versions if v.trigger == "drift"), None)
+
+    def recovered_accuracy(self) -> float | None:
+        """Served accuracy from the drift-triggered version's first prediction to the end."""
+        version = self.drift_version()
+        start = self.first_served_by(version.version) if version else None
+        return None if start is None else self.accuracy(start, self.scenario.events)
+
+    def summary(self) -> list[str]:
+        """The closing report, one line each."""
+        s = self.scenario
+        lines = ["", "summary"]
+        missing = len(set(self.labels) - set(self.predictions))
+        lines.append(
+            f"  events          {s.events} streamed, {len(self.predictions)} predicted "
+            f"(missing {missing}, repeats on the topic {self.repeated_predictions})"
         )
+        if s.drift_at is not None:
+            for name, (a, b) in {
+                "before the drift": (s.drift_at - 1000, s.drift_at),
+                "just after it": (s.drift_at, s.drift_at + 500),
+            }.items():
+                lines.append(
+                    f"  accuracy        {name:<18} {_pct(self.accuracy(a, b))}"
+                    f"   (events {a}-{b - 1})"
+                )
+            version = self.drift_version()
+            start = self.first_served_by(version.version) if version else None
+            lines.append(
+                f"  accuracy        after recovery     {_pct(self.recovered_accuracy())}"
+                f"   (events {start}-{s.events - 1}, served by v"
+                f"{version.version if version else '-'} and later)"
+            )
+        else:
+            lines.append(
+                f"  accuracy        last 1000 events   "
+                f"{_pct(self.accuracy(s.events - 1000, s.events))}"
+            )
+        for at, event in self.drift_events:
+            lag = f", {at - s.drift_at} events after the change" if s.drift_at else ""
+            lines.append(
+                f"  drift event     {event.kind} drift of {event.subject} by "
+                f"{event.detector} at event {at}{lag}"
+            )
+        if not self.drift_events:
+            lines.append("  drift events    none")
+        version = self.drift_version()
+        reacted_at = next((at for at, v in self.versions if v is version), None)
+        serving_from = self.first_served_by(version.version) if version else None
+        if self.drift_events and version is not None and serving_from is not None:
+            detected_at = self.drift_events[0][0]
+            lines.append(
+                f"  reaction        drift event at event {detected_at} -> v{version.version} "
+                f"published at {reacted_at}, serving from event {serving_from} "
+                f"({serving_from - detected_at} events later)"
+            )
+        for at, v in self.versions:
+            lines.append(
+                f"  version v{v.version:<5} {v.trigger:<9} at event {at:>5}: {v.description}"
+            )
+        reasons = ", ".join(f"{k} {n}" for k, n in sorted(self.dead_letters.items()))
+        lines.append(f"  dead letters    {sum(self.dead_letters.values())} ({reasons or 'none'})")
+        if self.latencies_ms:
+            cuts = statistics.quantiles(self.latencies_ms, n=100)
+            lines.append(
+                f"  latency         raw event to prediction: p50 {cuts[49]:.1f} ms, "
+                f"p95 {cuts[94]:.1f} ms, p99 {cuts[98]:.1f} ms"
+            )
+        return lines
 
 
-class Demo:
-    """One run of the demo against a set of endpoints."""
+def _pct(value: float | None) -> str:
+    return "   -  " if value is None else f"{value:6.1%}"
 
-    def __init__(self, settings: Settings, workdir: Path, echo: Echo) -> None:
+
+class LoopRun:
+    """Starts the services, streams the scenario, and reads what comes out."""
+
+    def __init__(self, settings: Settings, scenario: Scenario, workdir: Path, echo: Echo) -> None:
         self.settings = settings
+        self.scenario = scenario
         self.workdir = workdir
         self.echo = echo
         self.topics = Topics(settings.topic_prefix)
-        self.observed = Observed()
+        self.report = LoopReport(scenario)
         self.sent_at: dict[str, float] = {}
-        self.labels: dict[str, Target] = {}
+        self.sent = 0
         self.services: list[ServiceProcess] = []
 
-    def run(self, rate: float) -> Observed:
-        """Provision, start services, stream, report; services stop even on error."""
+    def run(self) -> LoopReport:
+        """Provision, start services, stream, and stop the services (also on error)."""
         created, existing = create_topics(self.settings)
         self.echo(f"topics: {len(created)} created, {len(existing)} already there")
         env = service_env(self.settings)
-        for name in DEMO_SERVICES:
-            log_path = self.workdir / f"{name}.log"
-            self.services.append(ServiceProcess(name, env, log_path).start())
-        self.echo(f"services: {', '.join(DEMO_SERVICES)} started (logs in {self.workdir})")
+        self.services = [
+            ServiceProcess(name, env, self.workdir / f"{name}.log").start() for name in SERVICES
+        ]
+        self.echo(f"services: {', '.join(SERVICES)} started (logs in {self.workdir})")
         try:
-            self._stream(rate)
+            self._wait_until_serving()
+            self._stream()
         finally:
             for service in reversed(self.services):
                 service.stop()
             self.echo("services stopped")
-        return self.observed
+        return self.report
 
-    def _stream(self, rate: float) -> None:
-        rows = list(stream("phishing"))
-        warmup, live = rows[:100], rows[100:]
-        first = self._publish(warmup, "initial", None, "warm-up on the first 100 rows")
-        self.echo(
-            f"model v{first.version} published (trigger {first.trigger}): {first.description}"
-        )
-        self._wait_until_serving()
-        outputs = self._output_consumer()
-        swap_at = len(live) // 2
-        with EddyClient(self.settings) as client:
-            started = time.monotonic()
-            last_report = 0.0
-            for i, event in enumerate(_events(live, len(warmup))):
-                self.labels[event.event_id] = live[i][1]
-                self.sent_at[event.event_id] = time.time()
-                client.send_events([event]) if i % 50 == 0 else client.send_raw(
-                    event.model_dump_json().encode(), event.entity_id.encode()
-                )
-                if i % 97 == 0:  # a producer retry: the same event again
-                    client.send_raw(event.model_dump_json().encode(), event.entity_id.encode())
-                if i % 125 == 60:
-                    bad, _reason = bad_events(event)[(i // 125) % 8]
-                    client.send_raw(bad, b"bad")
-                if i == swap_at:
-                    client.flush()
-                    seen = len(warmup) + i
-                    second = self._publish(
-                        rows[:seen], "manual", first.version, f"retrained on the first {seen} rows"
-                    )
-                    self.echo(f"model v{second.version} published mid-stream: {second.description}")
-                self._drain(outputs, 0)
-                while time.monotonic() - started < (i + 1) / rate:
-                    self._drain(outputs, 0.01)
-                if time.monotonic() - last_report > 1.0:
-                    last_report = time.monotonic()
-                    self._check_services()
-                    self._progress(i + 1, len(live))
-            client.flush()
-        deadline = time.monotonic() + 60
-        while len(self.observed.predictions) < len(live) and time.monotonic() < deadline:
-            self._drain(outputs, 0.2)
-            self._check_services()
-        self._progress(len(live), len(live))
-        outputs.close()
-
-    def _wait_until_serving(self, timeout_s: float = 60.0) -> None:
-        """Block until serving answers a request/reply call, so the stream starts on a live loop."""
-        from services.core.client import PredictionTimeoutError
-
+    def _wait_until_serving(self, timeout_s: float = 90.0) -> None:
         started = time.monotonic()
         with EddyClient(self.settings) as client:
             while True:
                 self._check_services()
                 try:
-                    client.predict({}, timeout_s=2.0)
+                    reply = client.predict({}, timeout_s=2.0)
                     break
                 except PredictionTimeoutError:
                     if time.monotonic() - started > timeout_s:
                         raise
-        self.echo(f"serving answered a request/reply call after {time.monotonic() - started:.1f} s")
-
-    def _publish(
-        self,
-        rows: list[tuple[Features, Target]],
-        trigger: Trigger,
-        parent: int | None,
-        description: str,
-    ) -> ModelVersion:
-        model = default_classifier()
-        for features, label in rows:
-            model.learn_one(features, label)
-        return registry.publish(
-            self.settings,
-            self.settings.model_name,
-            registry.serialize_river(model),
-            trigger=trigger,
-            parent_version=parent,
-            description=description,
+        self.echo(
+            f"serving v{reply.model_version} answered after "
+            f"{time.monotonic() - started:.1f} s; streaming {self.scenario.events} events "
+            f"at {self.scenario.rate:.0f}/s, labels {self.scenario.label_delay} events late"
+            + (
+                f", concept drift at event {self.scenario.drift_at}"
+                if self.scenario.drift_at is not None
+                else ", no drift"
+            )
         )
 
-    def _output_consumer(self) -> Consumer:
+    def _stream(self) -> None:
+        s = self.scenario
+        rows = list(sea_with_drift(s.events, s.drift_at, s.seed))
+        outputs = self._consumer(("predictions", "dlq", "drift", "models"))
+        pending_labels: list[Label] = []
+        started = time.monotonic()
+        last_report = 0.0
+        with EddyClient(self.settings) as client:
+            for i, (features, label) in enumerate(rows):
+                event = RawEvent(
+                    event_id=f"sea-{i}",
+                    entity_id=f"sensor-{i % 32}",
+                    ts=datetime.now(UTC),
+                    features=features,
+                )
+                self.report.labels[event.event_id] = label
+                self.report.index[event.event_id] = i
+                self.sent_at[event.event_id] = time.time()
+                payload = event.model_dump_json().encode()
+                client.send_raw(payload, event.entity_id.encode())
+                if i % 997 == 500:  # a producer retry: the same event again
+                    client.send_raw(payload, event.entity_id.encode())
+                if s.bad_every and i % s.bad_every == s.bad_every // 2:
+                    bad, _reason = bad_events(event)[(i // s.bad_every) % 8]
+                    client.send_raw(bad, b"bad")
+                pending_labels.append(Label(event_id=event.event_id, label=label))
+                if len(pending_labels) > s.label_delay:
+                    label_msg = pending_labels.pop(0)
+                    client.send_label(label_msg)
+                self.sent = i + 1
+                self._drain(outputs, 0)
+                while time.monotonic() - started < (i + 1) / s.rate:
+                    self._drain(outputs, 0.005)
+                if time.monotonic() - last_report >= 1.0:
+                    last_report = time.monotonic()
+                    self._check_services()
+                    self._progress()
+            for label_msg in pending_labels:
+                client.send_label(label_msg)
+            client.flush()
+        deadline = time.monotonic() + 60
+        while len(self.report.predictions) < s.events and time.monotonic() < deadline:
+            self._drain(outputs, 0.2)
+            self._check_services()
+        self._drain(outputs, 1.0)  # versions and drift events that follow the last labels
+        self._progress()
+        outputs.close()
+
+    def _consumer(self, roles: tuple[TopicRole, ...]) -> Consumer:
         consumer = make_consumer(self.settings, f"eddy-demo-{uuid.uuid4().hex}")
-        for role in ("predictions", "dlq"):
+        for role in roles:
             topic = self.topics(role)
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             consumer.incremental_assign([TopicPartition(topic, p, 0) for p in partitions])
         return consumer
 
     def _drain(self, consumer: Consumer, timeout: float) -> None:
-        predictions_topic = self.topics("predictions")
+        names = {self.topics(r): r for r in ("predictions", "dlq", "drift", "models")}
+        report = self.report
         for message in consumer.consume(1000, timeout):
             if message.error() is not None:
                 continue
-            if message.topic() == predictions_topic:
-                prediction = Prediction.model_validate_json(message.value() or b"")
-                if prediction.event_id in self.observed.predictions:
-                    self.observed.duplicate_predictions += 1
+            role, raw = names.get(message.topic() or ""), message.value() or b""
+            if role == "predictions":
+                prediction = Prediction.model_validate_json(raw)
+                if prediction.event_id not in report.labels:
                     continue
-                self.observed.predictions[prediction.event_id] = prediction
-                sent = self.sent_at.get(prediction.event_id)
+                if prediction.event_id in report.predictions:
+                    report.repeated_predictions += 1
+                    continue
+                report.predictions[prediction.event_id] = prediction
+                sent = self.sent_at.pop(prediction.event_id, None)
                 if sent is not None:
-                    self.observed.latencies_ms.append((time.time() - sent) * 1000)
-            else:
-                letter = DeadLetter.model_validate_json(message.value() or b"")
-                self.observed.dead_letters[letter.reason] += 1
+                    report.latencies_ms.append((time.time() - sent) * 1000)
+            elif role == "dlq":
+                report.dead_letters[DeadLetter.model_validate_json(raw).reason] += 1
+            elif role == "drift":
+                event = DriftEvent.model_validate_json(raw)
+                report.drift_events.append((self.sent, event))
+                self.echo(
+                    f"  ! drift event: {event.kind} drift of {event.subject} "
+                    f"(magnitude {event.magnitude or 0:.2f}) at event {self.sent}"
+                )
+            elif role == "models":
+                version = ModelVersion.model_validate_json(raw)
+                report.versions.append((self.sent, version))
+                self.echo(
+                    f"  + model v{version.version} published ({version.trigger}) "
+                    f"at event {self.sent}: {version.description}"
+                )
 
     def _check_services(self) -> None:
         for service in self.services:
             if not service.running:
                 raise RuntimeError(f"{service.name} exited:\n{service.log_tail()}")
 
-    def _progress(self, sent: int, total: int) -> None:
-        predictions = list(self.observed.predictions.values())
-        recent = predictions[-200:]
-        correct = sum(p.prediction == self.labels.get(p.event_id) for p in recent)
-        accuracy = f"{correct / len(recent):.3f}" if recent else "-"
-        version = predictions[-1].model_version if predictions else "-"
+    def _progress(self) -> None:
+        report = self.report
+        recent = [e for e in report.predictions if report.index[e] >= self.sent - 500]
+        hits = [report.predictions[e].prediction == report.labels[e] for e in recent]
+        accuracy = f"{sum(hits) / len(hits):.3f}" if hits else "  -  "
+        latest = max(report.predictions.values(), key=lambda p: p.served_at, default=None)
+        version = latest.model_version if latest else "-"
         self.echo(
-            f"  sent {sent:>5}/{total}  predictions {len(predictions):>5}  "
-            f"dlq {sum(self.observed.dead_letters.values()):>2}  serving v{version}  "
-            f"accuracy(last 200) {accuracy}"
+            f"  events {self.sent:>5}/{self.scenario.events}  predictions "
+            f"{len(report.predictions):>5}  accuracy(last 500) {accuracy}  serving v{version}"
+            f"  drift events {len(report.drift_events)}  dlq "
+            f"{sum(report.dead_letters.values())}"
         )
 
-    def summary(self) -> list[str]:
-        """The closing report, one line each."""
-        observed = self.observed
-        lines = ["", "summary"]
-        lines.append(f"  events streamed        {len(self.labels)} (Phishing rows 101-1250)")
-        lines.append(
-            f"  predictions (unique)   {len(observed.predictions)}; "
-            f"missing {len(set(self.labels) - set(observed.predictions))}; "
-            f"duplicates seen on the topic {observed.duplicate_predictions}"
-        )
-        by_version: dict[int, list[bool]] = {}
-        for prediction in observed.predictions.values():
-            by_version.setdefault(prediction.model_version, []).append(
-                prediction.prediction == self.labels.get(prediction.event_id)
-            )
-        for version, hits in sorted(by_version.items()):
-            lines.append(
-                f"  model v{version}               {len(hits)} predictions, "
-                f"accuracy {sum(hits) / len(hits):.3f}"
-            )
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(observed.dead_letters.items()))
-        lines.append(f"  dead letters           {sum(observed.dead_letters.values())} ({reasons})")
-        if observed.latencies_ms:
-            cuts = statistics.quantiles(observed.latencies_ms, n=100)
-            lines.append(
-                f"  latency event→predict  p50 {cuts[49]:.1f} ms, p95 {cuts[94]:.1f} ms "
-                f"(produce to consume, through ingest and serving)"
-            )
-        return lines
+
+def loop_settings(settings: Settings) -> Settings:
+    """The demo's settings: the SEA feature schema, versions every 500 examples."""
+    return settings.model_copy(
+        update={
+            "ingest": settings.ingest.model_copy(update={"feature_schema": "sea"}),
+            "training": settings.training.model_copy(
+                update={"publish_every": 500, "validation_window": 100}
+            ),
+        }
+    )
 
 
-def run_demo(settings: Settings, echo: Echo, rate: float = 250.0) -> Observed:
-    """Run the demo on the configured endpoints, or on an embedded stack when there are none."""
+def run_demo(settings: Settings, echo: Echo, scenario: Scenario | None = None) -> LoopReport:
+    """Run the loop on the configured endpoints, or on an embedded stack when there are none."""
+    scenario = scenario or Scenario()
     with contextlib.ExitStack() as cleanup:
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="eddy-demo-")))
         overrides: dict[str, object] = {
             "topic_prefix": settings.topic_prefix or f"demo-{uuid.uuid4().hex[:6]}.",
             "registry_dir": workdir / "registry",
-            "serving": settings.serving.model_copy(update={"model_name": "phishing"}),
+            "model_name": "sea",
         }
         if not settings.signing_key.get_secret_value():
             overrides["signing_key"] = SecretStr(secrets.token_hex(32))
@@ -288,10 +374,10 @@ def run_demo(settings: Settings, echo: Echo, rate: float = 250.0) -> Observed:
             overrides.update(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
             overrides["kafka"] = settings.kafka.model_copy(update={"session_timeout_ms": 3000})
             echo(f"  broker {stack.kafka_bootstrap}, redis {stack.redis_url}")
-        demo = Demo(settings.model_copy(update=overrides), workdir, echo)
+        configured = loop_settings(settings.model_copy(update=overrides))
         started = time.monotonic()
-        demo.run(rate)
-        for line in demo.summary():
+        report = LoopRun(configured, scenario, workdir, echo).run()
+        for line in report.summary():
             echo(line)
-        echo(f"  wall time              {time.monotonic() - started:.1f} s")
-        return demo.observed
+        echo(f"  wall time       {time.monotonic() - started:.1f} s")
+        return report

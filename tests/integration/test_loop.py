@@ -1,0 +1,50 @@
+"""The whole loop, five service processes on the real embedded broker and Redis.
+
+A stream with an abrupt concept drift must produce a drift event, a drift-triggered version
+that serving switches to, and served accuracy back within 5 points of its pre-drift level; a
+stationary stream of the same length must produce no drift event.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.core.demo import LoopRun, Scenario, loop_settings
+from services.core.settings import Settings
+
+EVENTS, DRIFT_AT = 6000, 3000
+
+
+def test_an_abrupt_concept_drift_is_detected_retrained_for_and_served_around(
+    settings: Settings, tmp_path: Path
+) -> None:
+    scenario = Scenario(events=EVENTS, drift_at=DRIFT_AT, rate=400, bad_every=0)
+    report = LoopRun(loop_settings(settings), scenario, tmp_path, print).run()
+    print("\n".join(report.summary()))
+
+    assert len(report.predictions) == EVENTS, "an event got no prediction"
+    kinds = [(event.kind, event.subject) for _at, event in report.drift_events]
+    assert ("concept", "error") in kinds
+    assert all(at >= DRIFT_AT for at, _event in report.drift_events), (
+        "a drift event before the drift"
+    )
+    version = report.drift_version()
+    assert version is not None, "no version was published in reaction to the drift event"
+    assert version.drift_event_id == report.drift_events[0][1].drift_id
+    assert report.first_served_by(version.version) is not None, "serving never switched to it"
+    before = report.accuracy(DRIFT_AT - 1000, DRIFT_AT)
+    recovered = report.recovered_accuracy()
+    assert before is not None and recovered is not None
+    assert recovered >= before - 0.05, f"served accuracy {recovered:.3f} vs {before:.3f} before"
+
+
+def test_a_stationary_stream_of_the_same_length_raises_no_drift_event(
+    settings: Settings, tmp_path: Path
+) -> None:
+    scenario = Scenario(events=EVENTS, drift_at=None, rate=400, bad_every=0)
+    report = LoopRun(loop_settings(settings), scenario, tmp_path, print).run()
+    print("\n".join(report.summary()))
+
+    assert len(report.predictions) == EVENTS
+    assert report.drift_events == []
+    assert all(v.trigger in ("initial", "scheduled") for _at, v in report.versions)
