@@ -150,18 +150,17 @@ class LoopReport:
         if not self.drift_events:
             lines.append("  drift events    none")
         version = self.drift_version()
-        reacted_at = next((at for at, v in self.versions if v is version), None)
         serving_from = self.first_served_by(version.version) if version else None
         if self.drift_events and version is not None and serving_from is not None:
             detected_at = self.drift_events[0][0]
             lines.append(
-                f"  reaction        drift event at event {detected_at} -> v{version.version} "
-                f"published at {reacted_at}, serving from event {serving_from} "
+                f"  reaction        drift event seen at event {detected_at}; drift-triggered "
+                f"v{version.version} served from event {serving_from} "
                 f"({serving_from - detected_at} events later)"
             )
         for at, v in self.versions:
             lines.append(
-                f"  version v{v.version:<5} {v.trigger:<9} at event {at:>5}: {v.description}"
+                f"  version v{v.version:<5} {v.trigger:<9} seen at event {at:>5}: {v.description}"
             )
         reasons = ", ".join(f"{k} {n}" for k, n in sorted(self.dead_letters.items()))
         lines.append(f"  dead letters    {sum(self.dead_letters.values())} ({reasons or 'none'})")
