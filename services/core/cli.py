@@ -161,15 +161,22 @@ def models_publish(model_name: str | None, dataset: str, warmup: int) -> None:
 
 
 @models.command("list")
-def models_list() -> None:
-    """Every published version, oldest first."""
+@click.option("--name", "model_name", default=None, help="Only this model.")
+def models_list(model_name: str | None) -> None:
+    """Every published version, oldest first, with its trigger, parent and what it learned."""
     from services.core.registry import read_versions
 
-    for v in read_versions(_settings()):
+    history = read_versions(_settings())
+    if not history:
+        click.echo("no versions published yet")
+    for v in history:
+        if model_name and v.model_name != model_name:
+            continue
         parent = f"v{v.parent_version}" if v.parent_version else "-"
+        learned = sum(span.last - span.first + 1 for span in v.lineage)
         click.echo(
-            f"{v.model_name:<16} v{v.version:<4} {v.flavour:<5} {v.trigger:<9} "
-            f"parent {parent:<5} {v.created_at:%Y-%m-%d %H:%M:%S}  {v.description}"
+            f"{v.model_name:<12} v{v.version:<4} {v.flavour:<5} {v.trigger:<9} parent {parent:<5} "
+            f"learned {learned:>6}  {v.created_at:%Y-%m-%d %H:%M:%S}  {v.description}"
         )
 
 
@@ -177,14 +184,57 @@ def models_list() -> None:
 @click.argument("name")
 @click.argument("version", type=int)
 def models_show(name: str, version: int) -> None:
-    """One version's full record as JSON, lineage included."""
-    from services.core.registry import read_versions
+    """One version's full record as JSON (checksum, signature, lineage) and its ancestry."""
+    from services.core.registry import ancestry, find, read_versions
 
-    for v in read_versions(_settings()):
-        if v.model_name == name and v.version == version:
-            click.echo(v.model_dump_json(indent=2))
-            return
-    raise click.ClickException(f"no version {version} of model {name!r}")
+    history = read_versions(_settings())
+    record = find(history, name, version)
+    click.echo(record.model_dump_json(indent=2))
+    chain = " <- ".join(f"v{n}" for n in ancestry(history, name, version))
+    click.echo(f"ancestry: {chain}")
+
+
+@models.command("promote")
+@click.argument("name")
+@click.argument("version", type=int)
+def models_promote(name: str, version: int) -> None:
+    """Make an existing version the one serving answers with (announced as a new version)."""
+    from services.core.registry import find, read_versions, reannounce
+
+    settings = _settings()
+    message = reannounce(settings, find(read_versions(settings), name, version), "promote")
+    click.echo(f"{name} promoted: v{message.version} serves the artifact of v{version}")
+
+
+@models.command("rollback")
+@click.argument("name")
+@click.option("--to", "target", type=int, default=None, help="Version to go back to.")
+def models_rollback(name: str, target: int | None) -> None:
+    """Serve the version before the current one again (or the one given with --to).
+
+    A running training service publishes its next scheduled version from its own model, which
+    then supersedes the rollback; stop training first to hold it.
+    """
+    from services.core.registry import find, read_versions, reannounce
+
+    settings = _settings()
+    history = [v for v in read_versions(settings) if v.model_name == name]
+    if not history:
+        raise click.ClickException(f"model {name!r} has no versions")
+    current = history[-1]
+    if target is None:
+        # a promote or rollback message stands for the version it re-announced
+        serving = current
+        if current.trigger in ("promote", "rollback") and current.parent_version is not None:
+            serving = find(history, name, current.parent_version)
+        if serving.parent_version is None:
+            raise click.ClickException(f"{name} v{serving.version} has no parent to roll back to")
+        target = serving.parent_version
+    message = reannounce(settings, find(history, name, target), "rollback")
+    click.echo(
+        f"{name} rolled back: v{message.version} serves the artifact of v{target} "
+        f"(was v{current.version})"
+    )
 
 
 @main.command()

@@ -11,6 +11,7 @@ import hmac
 import pickle
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -178,3 +179,48 @@ def announce(settings: Settings, message: ModelVersion) -> None:
     )
     if producer.flush(30):
         raise ArtifactError("the broker did not acknowledge the model version message")
+
+
+def find(history: list[ModelVersion], model_name: str, version: int) -> ModelVersion:
+    """One version from the history, or ArtifactError naming what exists."""
+    known = [v for v in history if v.model_name == model_name]
+    for candidate in known:
+        if candidate.version == version:
+            return candidate
+    raise ArtifactError(
+        f"no version {version} of model {model_name!r} (known: {[v.version for v in known]})"
+    )
+
+
+def ancestry(history: list[ModelVersion], model_name: str, version: int) -> list[int]:
+    """The chain of parents of a version, itself first: [7, 6, 2, 1]."""
+    by_number = {v.version: v for v in history if v.model_name == model_name}
+    chain: list[int] = []
+    current: int | None = version
+    while current is not None and current in by_number and current not in chain:
+        chain.append(current)
+        current = by_number[current].parent_version
+    return chain
+
+
+def reannounce(settings: Settings, target: ModelVersion, trigger: Trigger) -> ModelVersion:
+    """Serve an existing version again, as a new version number (promote or rollback).
+
+    Serving follows the newest version message, so this makes ``target``'s artifact the
+    champion. The artifact is verified first: a version that would be refused is not announced.
+    """
+    load_verified(target, settings.signing_key_bytes())
+    history = [v for v in read_versions(settings) if v.model_name == target.model_name]
+    message = target.model_copy(
+        update={
+            "version": max((v.version for v in history), default=0) + 1,
+            "trigger": trigger,
+            "parent_version": target.version,
+            "drift_event_id": None,
+            "lineage": [],
+            "description": f"{trigger} to v{target.version}",
+            "created_at": datetime.now(UTC),
+        }
+    )
+    announce(settings, message)
+    return message
