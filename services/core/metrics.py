@@ -29,7 +29,7 @@ DUPLICATES = Counter(
 )
 BATCH_SECONDS = Histogram(
     "eddy_batch_processing_seconds",
-    "Time to process one consumed batch, from decode to committed offsets.",
+    "Time to handle one consumed batch, from decode to its outputs handed to the producer.",
     ["service"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,

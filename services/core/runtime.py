@@ -15,9 +15,10 @@ from confluent_kafka import TopicPartition
 
 from services.core.logging import configure_logging
 from services.core.metrics import serve_metrics
+from services.core.processor import StreamProcessor
 from services.core.settings import Settings
 from services.core.state import connect_redis
-from services.core.stream import BatchHandler, Effects, StopSignal, StreamProcessor
+from services.core.stream import BatchHandler, Effects, StopSignal
 from services.core.topics import Topics
 
 log = logging.getLogger(__name__)

@@ -29,6 +29,9 @@ class KafkaSettings(_Group):
     fetch_wait_max_ms: int = Field(
         10, ge=0, description="How long the broker may hold a fetch for data (latency bound)."
     )
+    max_in_flight: int = Field(
+        4, ge=1, le=64, description="Batches handled ahead of their acknowledgement (pipelining)."
+    )
     linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
     max_message_bytes: int = Field(
         1_000_000, ge=1024, description="Largest message a service produces or fetches."

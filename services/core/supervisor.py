@@ -53,6 +53,19 @@ class ServiceProcess:
         """True while the process is alive."""
         return self.process is not None and self.process.poll() is None
 
+    def peak_rss_mb(self) -> float | None:
+        """The process's peak resident memory (VmHWM) in MiB, while it runs (Linux)."""
+        if not self.running or self.process is None:
+            return None
+        try:
+            with open(f"/proc/{self.process.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
     def log_tail(self, lines: int = 20) -> str:
         """The end of its log, for error messages."""
         try:

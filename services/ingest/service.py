@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from confluent_kafka import Message
 
 from schemas import FeatureEvent
+from schemas.base import Features
 from services.core import metrics
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
@@ -30,6 +31,8 @@ class IngestHandler:
         self.dedup = Deduplicator(runtime.redis, namespace, runtime.settings.ingest.dedup_ttl_s)
         self.store = FeatureStore(runtime.redis, runtime.settings.topic_prefix or "default")
         self.duplicates = metrics.DUPLICATES.labels(SERVICE)
+        # ids emitted by batches not yet acknowledged: Redis learns them only after the ack
+        self.in_flight: set[str] = set()
 
     def __call__(self, messages: Sequence[Message]) -> Effects:
         """Validate, de-duplicate (against Redis and within the batch), and emit."""
@@ -48,16 +51,25 @@ class IngestHandler:
         already_seen = self.dedup.seen(event.event_id for event in valid)
         accepted: dict[str, FeatureEvent] = {}
         for event in valid:
-            if event.event_id in already_seen or event.event_id in accepted:
+            if (
+                event.event_id in already_seen
+                or event.event_id in accepted
+                or event.event_id in self.in_flight
+            ):
                 self.duplicates.inc()
                 continue
             accepted[event.event_id] = event
             effects.emit(self.features_topic, event.entity_id, event)
         if accepted:
             latest = {event.entity_id: event.features for event in accepted.values()}
-            effects.after_ack.append(lambda: self.store.put_many(latest))
-            effects.after_ack.append(lambda: self.dedup.remember(accepted))
+            self.in_flight.update(accepted)
+            effects.after_ack.append(lambda: self._acknowledged(accepted, latest))
         return effects
+
+    def _acknowledged(self, accepted: dict[str, FeatureEvent], latest: dict[str, Features]) -> None:
+        self.store.put_many(latest)
+        self.dedup.remember(accepted)
+        self.in_flight.difference_update(accepted)
 
 
 def handlers(runtime: Runtime) -> dict[str, BatchHandler]:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from schemas import DeadLetter, FeatureEvent
 from services.core.settings import Settings
 from services.core.state import FeatureStore, connect_redis
 from tests.integration.support import OpenReader, StartService, phishing_events, produce
 
+T = TypeVar("T")
 GOOD = phishing_events(1)[0]
 
 
@@ -90,9 +94,19 @@ def test_features_are_normalised_and_the_store_keeps_the_latest_per_entity(
     assert isinstance(first.features["https"], float)
     store = FeatureStore(connect_redis(settings), settings.topic_prefix)
     for event in events[7:]:
-        stored = store.get(event.entity_id)
+        stored = _eventually(lambda e=event: store.get(e.entity_id))  # written after the ack
         assert stored is not None
         assert stored == {
             k: (float(v) if k not in ("age_of_domain", "ip_in_url") else v)
             for k, v in event.features.items()
         }
+
+
+def _eventually(read: Callable[[], T | None], timeout_s: float = 10.0) -> T | None:
+    """What ``read`` returns once it is not None, or None after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    value = read()
+    while value is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = read()
+    return value

@@ -1,0 +1,1 @@
+"""Eddy's benchmarks: figures printed and written to ``bench/results.json``, never asserted."""

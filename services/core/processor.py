@@ -1,0 +1,244 @@
+"""The one Kafka loop every service runs: consume, dispatch to handlers, produce, commit.
+
+Delivery rule (DESIGN.md): a batch's offsets are committed only after everything its handlers
+produced is acknowledged by the broker, and after the handlers' ``after_ack`` effects ran. A
+crash anywhere before the commit replays the batch; handlers make that harmless by being
+idempotent by ``event_id``.
+
+Acknowledgements are pipelined: while a batch's outputs travel to the broker, the next batches
+are already handled (at most ``EDDY_KAFKA__MAX_IN_FLIGHT`` batches). Batches settle strictly in
+order, so an offset is never committed ahead of an unacknowledged earlier batch; a handler that
+de-duplicates must count ids of in-flight batches as seen. Before partitions are revoked and on
+shutdown, everything in flight is settled. With a transactional id the outputs and offsets of
+each batch commit atomically instead (exactly-once for ``read_committed`` consumers).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from services.core import metrics
+from services.core.exceptions import DeliveryError
+from services.core.kafka import make_consumer, make_producer
+from services.core.settings import Settings
+from services.core.stream import BatchHandler, Effects, Outbound, StopSignal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _InFlight:
+    """A handled batch whose outputs are on their way to the broker."""
+
+    remaining: int
+    commit: list[TopicPartition]
+    after_ack: list[Callable[[], None]]
+    produced: Counter[str] = field(default_factory=Counter)
+
+
+class StreamProcessor:
+    """Runs handlers on batches from their topics with Eddy's delivery rule."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: str,
+        group_id: str,
+        handlers: dict[str, BatchHandler],
+        transactional_id: str | None = None,
+        stop: StopSignal | None = None,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.handlers = handlers
+        self.stop = stop or StopSignal()
+        self.transactional = transactional_id is not None
+        overrides = {"transactional.id": transactional_id} if transactional_id else {}
+        self.producer: Producer = make_producer(settings, **overrides)
+        self.consumer: Consumer = make_consumer(
+            settings, group_id, **{"isolation.level": "read_committed"}
+        )
+        self.max_in_flight = 1 if self.transactional else settings.kafka.max_in_flight
+        self._in_flight: deque[_InFlight] = deque()
+        self._delivery_errors: list[KafkaError] = []
+        self._batch_seconds = metrics.BATCH_SECONDS.labels(service)
+        self._consumed = {t: metrics.MESSAGES_CONSUMED.labels(service, t) for t in handlers}
+        self.batches = 0
+
+    def run(
+        self,
+        tick: Callable[[], Effects] | None = None,
+        tick_interval_s: float = 1.0,
+        on_assign: Callable[[list[TopicPartition]], list[TopicPartition]] | None = None,
+    ) -> None:
+        """Process until stopped.
+
+        ``tick`` runs between batches every ``tick_interval_s`` (timers, expiry sweeps); its
+        effects are produced and acknowledged like a batch's. ``on_assign`` may return the
+        assigned partitions with the offsets to start from, for a service that keeps its
+        position with its own state.
+        """
+        if self.transactional:
+            self.producer.init_transactions(30)
+
+        def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            if on_assign is not None:
+                consumer.assign(on_assign(partitions))
+
+        def revoked(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            self.settle_all()  # commit what was handled while the partitions are still ours
+
+        self.consumer.subscribe(list(self.handlers), on_assign=assigned, on_revoke=revoked)
+        log.info("consuming", extra={"service": self.service, "topics": list(self.handlers)})
+        last_tick = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                messages = self._next_batch()
+                if messages:
+                    self.process(messages)
+                else:
+                    self._settle(block=False)
+                if tick is not None and time.monotonic() - last_tick >= tick_interval_s:
+                    last_tick = time.monotonic()
+                    effects = tick()
+                    self._send(effects, [])
+        finally:
+            self.close()
+
+    def _next_batch(self) -> list[Message]:
+        """Whatever is already fetched, up to a batch; else wait for the first message only.
+
+        ``consume(n, timeout)`` waits the whole timeout unless n messages come, which would add
+        the timeout to every event's latency at low rates.
+        """
+        size = self.settings.kafka.batch_size
+        messages: list[Message] = self.consumer.consume(size, 0)
+        if messages:
+            return messages
+        # with batches in flight, wait briefly: their acks are settled between polls
+        wait = 0.005 if self._in_flight else self.settings.kafka.poll_timeout_s
+        first = self.consumer.poll(wait)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(size - 1, 0)] if size > 1 else [first]
+
+    def process(self, messages: Sequence[Message]) -> None:
+        """Handle one consumed batch: effects produced now, offsets committed once acknowledged."""
+        started = time.perf_counter()
+        by_topic: dict[str, list[Message]] = defaultdict(list)
+        offsets: dict[tuple[str, int], int] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error", extra={"error": str(error)})
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            assert topic is not None and partition is not None and offset is not None
+            by_topic[topic].append(message)
+            offsets[(topic, partition)] = offset + 1
+        if not offsets:
+            return
+        effects = Effects()
+        for topic, batch in by_topic.items():
+            self._consumed[topic].inc(len(batch))
+            effects.extend(self.handlers[topic](batch))
+        self._send(effects, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
+        self.batches += 1
+        self._batch_seconds.observe(time.perf_counter() - started)
+
+    def _send(self, effects: Effects, commit: list[TopicPartition]) -> None:
+        """Produce a batch's outputs; it settles (after-ack effects, commit) once acknowledged."""
+        if self.transactional:
+            self._send_in_transaction(effects, commit)
+            return
+        batch = _InFlight(len(effects.outputs), commit, effects.after_ack)
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                self._delivery_errors.append(error)
+            batch.remaining -= 1
+
+        self._produce(effects.outputs, delivered, batch.produced)
+        self._in_flight.append(batch)
+        self._settle(block=len(self._in_flight) > self.max_in_flight)
+
+    def _produce(
+        self,
+        outputs: Sequence[Outbound],
+        on_delivery: Callable[[KafkaError | None, Message], None] | None,
+        produced: Counter[str],
+    ) -> None:
+        produce, poll = self.producer.produce, self.producer.poll
+        for out in outputs:
+            while True:
+                try:
+                    produce(out.topic, out.value, out.key, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    poll(0.05)  # the local queue is full: let deliveries drain, then retry
+            produced[out.topic] += 1
+
+    def _settle(self, block: bool) -> None:
+        """Settle acknowledged batches in order; with ``block``, until few enough are in flight."""
+        deadline = time.monotonic() + 60
+        self.producer.poll(0)  # serves delivery callbacks
+        while True:
+            if self._delivery_errors:
+                errors, self._delivery_errors = self._delivery_errors, []
+                raise DeliveryError(
+                    f"{len(errors)} messages failed (first: {errors[0]}); offsets not committed"
+                )
+            while self._in_flight and self._in_flight[0].remaining <= 0:
+                self._complete(self._in_flight.popleft())
+            if not block or len(self._in_flight) <= self.max_in_flight - 1:
+                return
+            if time.monotonic() > deadline:
+                raise DeliveryError(
+                    "the broker acknowledged nothing for 60 s; offsets not committed"
+                )
+            self.producer.poll(0.01)
+
+    def _complete(self, batch: _InFlight) -> None:
+        for effect in batch.after_ack:
+            effect()
+        if batch.commit:
+            self.consumer.commit(offsets=batch.commit, asynchronous=True)
+        for topic, count in batch.produced.items():
+            metrics.MESSAGES_PRODUCED.labels(self.service, topic).inc(count)
+
+    def settle_all(self) -> None:
+        """Wait for every in-flight batch and commit it (before a revocation or a stop)."""
+        if not self._in_flight:
+            return
+        self.producer.flush(60)
+        self._settle(block=False)
+        if self._in_flight:
+            raise DeliveryError(f"{len(self._in_flight)} batches unacknowledged after 60 s")
+        self.consumer.commit(asynchronous=False)
+
+    def _send_in_transaction(self, effects: Effects, commit: list[TopicPartition]) -> None:
+        produced: Counter[str] = Counter()
+        self.producer.begin_transaction()
+        self._produce(effects.outputs, None, produced)
+        if commit:
+            self.producer.send_offsets_to_transaction(
+                commit, self.consumer.consumer_group_metadata(), 30
+            )
+        self.producer.commit_transaction(60)
+        self._complete(_InFlight(0, [], effects.after_ack, produced))
+
+    def close(self) -> None:
+        """Settle what is in flight, then leave the group (so partitions move at once)."""
+        try:
+            self.settle_all()
+        finally:
+            self.consumer.close()
+            self.producer.flush(10)
+            log.info("stopped", extra={"service": self.service, "batches": self.batches})
