@@ -21,6 +21,10 @@ demo: $(INSTALLED)
 test: lint
 	$(BIN)/python -m pytest
 
+## bench: every benchmark scenario on the embedded stack; prints a table, writes bench/results.json
+bench: $(INSTALLED)
+	$(BIN)/python -m bench
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

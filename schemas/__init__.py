@@ -4,6 +4,7 @@ The JSON Schema of each lives in ``schemas/json/`` (``eddy schemas export``); a 
 the two drift apart.
 """
 
+from schemas.alerts import Alert
 from schemas.base import Payload
 from schemas.drift import DriftEvent
 from schemas.events import DeadLetter, FeatureEvent, RawEvent
@@ -15,6 +16,7 @@ from schemas.predictions import Prediction, PredictionReply, PredictionRequest
 PAYLOADS: dict[str, type[Payload]] = {
     model.__name__: model
     for model in (
+        Alert,
         DeadLetter,
         DriftEvent,
         FeatureEvent,
@@ -31,6 +33,7 @@ PAYLOADS: dict[str, type[Payload]] = {
 
 __all__ = [
     "PAYLOADS",
+    "Alert",
     "DeadLetter",
     "DriftEvent",
     "FeatureEvent",

@@ -111,6 +111,30 @@ KPI = Gauge(
     registry=REGISTRY,
 )
 
+KPI_BREACH = Gauge(
+    "eddy_kpi_breach",
+    "1 while a KPI is outside its configured bounds.",
+    ["service", "model", "kpi"],
+    registry=REGISTRY,
+)
+ALERTS = Counter(
+    "eddy_alerts_total", "KPI alerts published.", ["service", "kpi", "state"], registry=REGISTRY
+)
+LABEL_DELAY = Histogram(
+    "eddy_label_delay_seconds",
+    "From an event's time to its labelled example reaching monitoring.",
+    ["service"],
+    buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
+    registry=REGISTRY,
+)
+PREDICTION_LATENCY = Histogram(
+    "eddy_prediction_latency_seconds",
+    "From ingest accepting an event to serving predicting it.",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+
 
 def serve_metrics(port: int) -> int:
     """Serve the registry over HTTP on ``port`` (0 picks a free one); returns the port."""

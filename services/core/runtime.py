@@ -9,10 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import get_args
 
 import redis
 from confluent_kafka import TopicPartition
 
+from schemas.events import RejectReason
+from services.core import metrics
 from services.core.logging import configure_logging
 from services.core.metrics import serve_metrics
 from services.core.processor import StreamProcessor
@@ -44,6 +47,8 @@ def bootstrap(
     settings.require_endpoints()
     configure_logging(settings.log_level)
     port = serve_metrics(settings.metrics_port)
+    for reason in get_args(RejectReason):  # every reason has a series from the start
+        metrics.REJECTED.labels(service, reason)
     stop = StopSignal()
     if install_signals:
         stop.install()

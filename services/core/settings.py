@@ -7,6 +7,7 @@ Every field is documented in the README's settings table; a test checks that.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -95,21 +96,66 @@ class TrainingSettings(_Group):
 
 
 class MonitoringSettings(_Group):
-    """Drift detectors and KPIs."""
+    """Drift detectors (each kind with its own settings and cool-down) and KPIs."""
 
     concept_delta: float = Field(
         0.002, gt=0, lt=1, description="ADWIN confidence for the error stream (concept drift)."
     )
-    data_delta: float = Field(
-        0.0001, gt=0, lt=1, description="ADWIN confidence for each numeric feature (data drift)."
-    )
-    cooldown_events: int = Field(
-        1000, ge=0, description="Events after a drift event before the same subject may fire again."
+    concept_cooldown_events: int = Field(
+        1000, ge=0, description="Labelled predictions after a concept drift event before another."
     )
     min_events: int = Field(
-        200, ge=0, description="Events a detector sees before it may fire at all."
+        200, ge=0, description="Events an ADWIN detector sees before it may fire at all."
+    )
+    data_detector: Literal["ks", "adwin"] = Field(
+        "ks",
+        description="Data drift per numeric feature: a Kolmogorov-Smirnov test of the recent "
+        "window against a reference window, or ADWIN on the mean.",
+    )
+    data_reference_size: int = Field(
+        1000, ge=50, description="Values in a feature's reference window (the first ones seen)."
+    )
+    data_window_size: int = Field(500, ge=50, description="Values in a feature's recent window.")
+    data_alpha: float = Field(
+        1e-6, gt=0, lt=1, description="Significance of the KS test (small: repeated tests)."
+    )
+    data_delta: float = Field(
+        0.0001, gt=0, lt=1, description="ADWIN confidence per feature (with data_detector=adwin)."
+    )
+    data_check_every: int = Field(100, ge=1, description="Values between two KS tests.")
+    data_cooldown_events: int = Field(
+        2000, ge=0, description="Values after a data drift event before the feature fires again."
+    )
+    prediction_reference_size: int = Field(
+        1000, ge=50, description="Predictions in the reference window (per model version)."
+    )
+    prediction_window_size: int = Field(500, ge=50, description="Predictions in the recent window.")
+    prediction_psi: float = Field(
+        0.2, gt=0, description="Population stability index of predicted classes that fires."
+    )
+    prediction_check_every: int = Field(100, ge=1, description="Predictions between two checks.")
+    prediction_cooldown_events: int = Field(
+        2000, ge=0, description="Predictions after a prediction drift event before another."
+    )
+    coverage_horizon_s: float = Field(
+        300.0, gt=0, description="How long after its event time a prediction's label may take."
+    )
+    coverage_min: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of matured predictions with a label below which it fires.",
+    )
+    coverage_window_s: float = Field(
+        600.0, gt=0, description="Event-time span of matured predictions the coverage is over."
+    )
+    coverage_cooldown_s: float = Field(
+        600.0, ge=0, description="Seconds after a label coverage event before another."
     )
     kpi_window: int = Field(1000, ge=10, description="Labelled predictions in the rolling KPIs.")
+    kpi_rules: str = Field(
+        "kpis", description="KPI thresholds: a name in infra/ (kpis -> infra/kpis.toml) or a path."
+    )
 
 
 class Settings(BaseSettings):

@@ -22,6 +22,7 @@ TopicRole = Literal[
     "training_examples",
     "labeling_tasks",
     "drift",
+    "alerts",
 ]
 
 

@@ -1,11 +1,15 @@
-"""monitoring: watches errors and features for drift, publishes ``drift``, exports rolling KPIs.
+"""monitoring: watches for drift of every kind, publishes ``drift`` and ``alerts``, exports KPIs.
 
-Concept drift: the error (prediction != label) of every training example that carries a
-prediction feeds one ``DriftWatch`` that fires only when the error rate goes up; the same
-examples feed the rolling accuracy gauge ``eddy_kpi{kpi="accuracy"}``. Data drift: every numeric
-feature (int, float, or bool as 0/1; strings are categories and are not watched) gets its own
-watch, created on first sight, and fires on a shift of its mean either way, measured in units of
-the pooled standard deviation of the windows before and after the change.
+- Concept drift: the error (prediction != label) of every training example that carries a
+  prediction feeds one ADWIN ``DriftWatch`` that fires only when the error rate goes up.
+- Data drift: every numeric feature (int, float, or bool as 0/1; strings are categories and are
+  not watched) gets its own watch, created on first sight: by default a KS test of its recent
+  values against a reference window (reference.py); magnitude is the KS statistic.
+- Prediction drift: the shares of predicted classes (per model version) against a reference
+  window, by PSI; for numeric predictions, a KS test.
+- Label coverage: the share of matured predictions that got a label (coverage.py).
+- KPIs (rolling accuracy, label coverage) are exported as ``eddy_kpi``; the thresholds in the
+  KPI rules (kpis.py) publish ``Alert``s when crossed.
 
 State: the detectors and the KPI window live in memory only. A restart re-learns them from the
 committed position onwards, so for the first ``min_events`` examples after a restart no subject
@@ -16,18 +20,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
+from functools import partial
 
 from confluent_kafka import Message
 
-from schemas import DriftEvent, FeatureEvent, TrainingExample
+from schemas import Alert, DriftEvent, FeatureEvent, Prediction, TrainingExample
+from schemas.alerts import AlertState
+from schemas.base import Target
 from schemas.drift import DriftKind
 from services.core import metrics
 from services.core.runtime import bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, Effects, decode
 from services.core.topics import Topics
+from services.monitoring.coverage import LabelCoverage
 from services.monitoring.detectors import DriftWatch, Finding, RollingAccuracy
+from services.monitoring.kpis import KpiWatch, load_rules
+from services.monitoring.reference import CategoryWatch, DistributionWatch
 
 SERVICE = "monitoring"
 #: The subject of concept drift: the stream of errors of the served model.
@@ -92,39 +103,189 @@ class DriftPublisher:
         )
 
 
-class ExamplesHandler:
-    """Concept drift and accuracy from labelled predictions on ``training.examples``."""
+class Quality:
+    """What the three handlers share: label coverage, the KPI rules, and where alerts go."""
 
     def __init__(self, settings: Settings, topics: Topics, publisher: DriftPublisher) -> None:
         config = settings.monitoring
+        self.model_name = settings.model_name
+        self.prefix = settings.topic_prefix
         self.publisher = publisher
+        self.alerts_topic = topics("alerts")
+        self.coverage = LabelCoverage(
+            config.coverage_horizon_s,
+            config.coverage_window_s,
+            config.coverage_min,
+            config.coverage_cooldown_s,
+        )
+        self.accuracy = RollingAccuracy(config.kpi_window)
+        self.min_accuracy_window = min(config.kpi_window, max(config.min_events, 1))
+        self.kpis = KpiWatch(load_rules(config.kpi_rules, settings.model_name))
+        self.model_version: int | None = None
+        self.gauges = {
+            kpi: metrics.KPI.labels(SERVICE, self.model_name, kpi)
+            for kpi in ("accuracy", "label_coverage")
+        }
+        for rule in self.kpis.rules:
+            metrics.KPI_BREACH.labels(SERVICE, self.model_name, rule.kpi).set(0)
+
+    def values(self) -> dict[str, tuple[float, int]]:
+        """The current KPI values, with the number of observations each is over."""
+        current: dict[str, tuple[float, int]] = {}
+        accuracy = self.accuracy.value
+        if accuracy is not None and len(self.accuracy) >= self.min_accuracy_window:
+            current["accuracy"] = (accuracy, len(self.accuracy))
+        coverage = self.coverage.value()
+        if coverage is not None:
+            current["label_coverage"] = coverage
+        return current
+
+    def after_batch(self, effects: Effects, message: Message) -> None:
+        """Export the KPIs, publish alerts for crossed thresholds and a coverage drift event."""
+        current = self.values()
+        for kpi, (value, _window) in current.items():
+            self.gauges[kpi].set(value)
+        for rule, value, breached in self.kpis.update({k: v for k, (v, _n) in current.items()}):
+            state: AlertState = "firing" if breached else "resolved"
+            alert = Alert(
+                alert_id=_alert_id(self.prefix, self.model_name, rule.kpi, state, message),
+                state=state,
+                model_name=self.model_name,
+                model_version=self.model_version,
+                kpi=rule.kpi,
+                value=value,
+                bound=rule.bound(),
+                window=current[rule.kpi][1],
+            )
+            effects.emit(self.alerts_topic, self.model_name, alert)
+            gauge = metrics.KPI_BREACH.labels(SERVICE, self.model_name, rule.kpi)
+            effects.after_ack.append(partial(gauge.set, 1 if breached else 0))
+            effects.after_ack.append(metrics.ALERTS.labels(SERVICE, rule.kpi, state).inc)
+            log.warning(
+                "kpi alert",
+                extra={"kpi": rule.kpi, "state": state, "value": value, "bound": rule.bound()},
+            )
+        finding = self.coverage.check()
+        if finding is not None:
+            self.publisher.publish(effects, "label_coverage", finding, message, self.model_version)
+
+
+def _alert_id(prefix: str, model_name: str, kpi: str, state: str, message: Message) -> str:
+    position = f"{message.topic()}:{message.partition()}:{message.offset()}"
+    source = "\x1f".join((prefix, model_name, kpi, state, position))
+    return f"alert-{hashlib.sha256(source.encode()).hexdigest()[:32]}"
+
+
+class ExamplesHandler:
+    """Concept drift, accuracy and label arrival from labelled predictions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Topics,
+        publisher: DriftPublisher,
+        quality: Quality | None = None,
+    ) -> None:
+        config = settings.monitoring
+        self.publisher = publisher
+        self.quality = quality or Quality(settings, topics, publisher)
         self.dlq_topic = topics("dlq")
         self.errors = DriftWatch(
             ERROR_SUBJECT,
             config.concept_delta,
             min_events=config.min_events,
-            cooldown_events=config.cooldown_events,
+            cooldown_events=config.concept_cooldown_events,
             direction="up",  # a retrained model getting better is not an alarm
         )
-        self.accuracy = RollingAccuracy(config.kpi_window)
-        self.accuracy_gauge = metrics.KPI.labels(SERVICE, settings.model_name, "accuracy")
+        self.label_delay = metrics.LABEL_DELAY.labels(SERVICE)
+
+    @property
+    def accuracy(self) -> RollingAccuracy:
+        """The rolling accuracy of served predictions."""
+        return self.quality.accuracy
 
     def __call__(self, messages: Sequence[Message]) -> Effects:
         """Learn each example's error; a ``concept`` event when the error rate went up."""
         effects = Effects()
+        quality = self.quality
+        now = time.time()
         for message in messages:
             example = decode(message, TrainingExample, SERVICE, self.dlq_topic, effects)
             if example is None or example.prediction is None:
                 continue  # without a prediction there is no error to watch
+            event_time = example.ts.timestamp()
+            self.label_delay.observe(max(0.0, now - event_time))
+            quality.coverage.labeled_at(event_time)
+            if example.model_version is not None:
+                quality.model_version = example.model_version
             correct = example.prediction == example.label
-            self.accuracy.update(correct)
+            quality.accuracy.update(correct)
             finding = self.errors.update(0.0 if correct else 1.0)
             if finding is not None:
                 self.publisher.publish(effects, "concept", finding, message, example.model_version)
-        accuracy = self.accuracy.value
-        if accuracy is not None:
-            self.accuracy_gauge.set(accuracy)
+        if messages:
+            quality.after_batch(effects, messages[-1])
         return effects
+
+
+class PredictionsHandler:
+    """Prediction drift (per model version) and the predictions side of label coverage."""
+
+    def __init__(
+        self, settings: Settings, topics: Topics, publisher: DriftPublisher, quality: Quality
+    ) -> None:
+        self.config = settings.monitoring
+        self.publisher = publisher
+        self.quality = quality
+        self.dlq_topic = topics("dlq")
+        self.version: int | None = None
+        self.watch: CategoryWatch | DistributionWatch | None = None
+
+    def __call__(self, messages: Sequence[Message]) -> Effects:
+        """Learn each champion prediction; a ``prediction`` event when their mix shifted."""
+        effects = Effects()
+        for message in messages:
+            prediction = decode(message, Prediction, SERVICE, self.dlq_topic, effects)
+            if prediction is None or prediction.variant != "champion":
+                continue
+            self.quality.coverage.predicted_at(prediction.ts.timestamp())
+            if prediction.prediction is None:
+                continue
+            if prediction.model_version != self.version or self.watch is None:
+                # another model predicts differently by design: a new reference for it
+                self.version = prediction.model_version
+                self.watch = self._watch(prediction.prediction)
+            value = prediction.prediction
+            finding = (
+                self.watch.update(str(value))
+                if isinstance(self.watch, CategoryWatch)
+                else self.watch.update(float(value))
+            )
+            if finding is not None:
+                self.publisher.publish(effects, "prediction", finding, message, self.version)
+        if messages:
+            self.quality.after_batch(effects, messages[-1])
+        return effects
+
+    def _watch(self, example: Target) -> CategoryWatch | DistributionWatch:
+        c = self.config
+        if isinstance(example, float):  # a regressor's outputs: compare distributions
+            return DistributionWatch(
+                "prediction",
+                c.prediction_reference_size,
+                c.prediction_window_size,
+                c.prediction_check_every,
+                c.prediction_cooldown_events,
+                c.data_alpha,
+            )
+        return CategoryWatch(
+            "prediction",
+            c.prediction_reference_size,
+            c.prediction_window_size,
+            c.prediction_check_every,
+            c.prediction_cooldown_events,
+            c.prediction_psi,
+        )
 
 
 class FeaturesHandler:
@@ -134,10 +295,10 @@ class FeaturesHandler:
         self.config = settings.monitoring
         self.publisher = publisher
         self.dlq_topic = topics("dlq")
-        self.watches: dict[str, DriftWatch] = {}
+        self.watches: dict[str, DriftWatch | DistributionWatch] = {}
 
     def __call__(self, messages: Sequence[Message]) -> Effects:
-        """Learn every numeric feature value; a ``data`` event per feature whose mean moved."""
+        """Learn every numeric feature value; a ``data`` event per feature that drifted."""
         effects = Effects()
         watches = self.watches
         for message in messages:
@@ -156,22 +317,34 @@ class FeaturesHandler:
                     self.publisher.publish(effects, "data", finding, message, None)
         return effects
 
-    def _watch(self, feature: str) -> DriftWatch:
+    def _watch(self, feature: str) -> DriftWatch | DistributionWatch:
+        c = self.config
+        if c.data_detector == "ks":
+            return DistributionWatch(
+                feature,
+                c.data_reference_size,
+                c.data_window_size,
+                c.data_check_every,
+                c.data_cooldown_events,
+                c.data_alpha,
+            )
         return DriftWatch(
             feature,
-            self.config.data_delta,
-            min_events=self.config.min_events,
-            cooldown_events=self.config.cooldown_events,
+            c.data_delta,
+            min_events=c.min_events,
+            cooldown_events=c.data_cooldown_events,
             direction="both",
             scale="std",  # features differ in scale; a shift in std units compares across them
         )
 
 
 def handlers(settings: Settings, topics: Topics) -> dict[str, BatchHandler]:
-    """Topic → handler for the monitoring service (one consumer group over both topics)."""
+    """Topic → handler for the monitoring service (one consumer group over three topics)."""
     publisher = DriftPublisher(settings, topics)
+    quality = Quality(settings, topics, publisher)
     return {
-        topics("training_examples"): ExamplesHandler(settings, topics, publisher),
+        topics("training_examples"): ExamplesHandler(settings, topics, publisher, quality),
+        topics("predictions"): PredictionsHandler(settings, topics, publisher, quality),
         topics("features"): FeaturesHandler(settings, topics, publisher),
     }
 
@@ -179,4 +352,6 @@ def handlers(settings: Settings, topics: Topics) -> dict[str, BatchHandler]:
 def run(settings: Settings | None = None) -> None:
     """Entry point: monitor until SIGTERM or SIGINT."""
     runtime = bootstrap(SERVICE, settings)
+    for kind in ("data", "prediction", "concept", "label_coverage"):
+        metrics.DRIFT_EVENTS.labels(SERVICE, kind, "*")  # every kind has a series from the start
     run_stream_service(runtime, handlers(runtime.settings, runtime.topics))

@@ -37,6 +37,8 @@ class ModelWatcher:
         self.champion: LoadedModel | None = None
         self.ready = threading.Event()
         self._stopped = threading.Event()
+        for reason in ("malformed", "artifact"):
+            metrics.MODELS_REFUSED.labels(service, reason)
         self._thread = threading.Thread(target=self._follow, name="model-watcher", daemon=True)
 
     def catch_up(self) -> None:

@@ -162,7 +162,7 @@ def test_a_mean_shift_in_one_feature_gives_one_data_drift_event_naming_that_feat
 
     assert [(e.kind, e.subject, e.model_version) for e in events] == [("data", "amount", None)]
     assert events[0].magnitude is not None
-    assert 2.0 < events[0].magnitude < 4.5, "the shift is 3 std"
+    assert events[0].detector.startswith("KS") and 0.1 < events[0].magnitude <= 1.0
 
 
 def test_malformed_messages_go_to_the_dlq_and_monitoring_keeps_going(

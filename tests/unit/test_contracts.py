@@ -20,6 +20,16 @@ FEATURES = {"amount": 12.5, "items": 3, "is_new": True, "country": "FR"}
 
 #: One realistic instance of every payload, as the fields a producer would send.
 SAMPLES: dict[str, dict[str, Any]] = {
+    "Alert": {
+        "alert_id": "alert-1",
+        "state": "firing",
+        "model_name": "phishing",
+        "model_version": 3,
+        "kpi": "accuracy",
+        "value": 0.71,
+        "bound": ">= 0.8",
+        "window": 1000,
+    },
     "RawEvent": {
         "event_id": "evt-1",
         "entity_id": "page-42",

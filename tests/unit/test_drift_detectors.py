@@ -28,7 +28,7 @@ DATA_DELAY_BOUND = 100
 
 
 def concept_watch(
-    min_events: int = DEFAULTS.min_events, cooldown_events: int = DEFAULTS.cooldown_events
+    min_events: int = DEFAULTS.min_events, cooldown_events: int = DEFAULTS.concept_cooldown_events
 ) -> DriftWatch:
     """The watch the service puts on the error stream, with the default settings."""
     return DriftWatch(
@@ -41,7 +41,7 @@ def concept_watch(
 
 
 def data_watch(
-    min_events: int = DEFAULTS.min_events, cooldown_events: int = DEFAULTS.cooldown_events
+    min_events: int = DEFAULTS.min_events, cooldown_events: int = DEFAULTS.concept_cooldown_events
 ) -> DriftWatch:
     """The watch the service puts on each numeric feature, with the default settings."""
     return DriftWatch(

@@ -164,12 +164,18 @@ def test_a_shift_in_one_numeric_feature_gives_one_data_event_naming_it() -> None
     handler = FeaturesHandler(SETTINGS, TOPICS, DriftPublisher(SETTINGS, TOPICS))
     events = _drift_events(_in_batches(handler, feature_messages(values)))
     assert [(e.kind, e.subject, e.model_version) for e in events] == [("data", "amount", None)]
-    assert events[0].magnitude is not None and 2.0 < events[0].magnitude < 4.0
+    # the KS statistic of a 3-std shift, once the recent window holds enough of the new regime
+    assert events[0].detector.startswith("KS") and events[0].magnitude is not None
+    assert 0.1 < events[0].magnitude <= 1.0
     assert sorted(handler.watches) == ["amount", "clicks", "https"], "strings are not watched"
 
 
-def test_the_service_reads_training_examples_and_features() -> None:
-    assert sorted(handlers(SETTINGS, TOPICS)) == [TOPICS("features"), TOPICS("training_examples")]
+def test_the_service_reads_examples_predictions_and_features() -> None:
+    assert sorted(handlers(SETTINGS, TOPICS)) == [
+        TOPICS("features"),
+        TOPICS("predictions"),
+        TOPICS("training_examples"),
+    ]
 
 
 def test_every_example_delivered_twice_still_gives_one_concept_event() -> None:
