@@ -15,6 +15,7 @@ each batch commit atomically instead (exactly-once for ``read_committed`` consum
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter, defaultdict, deque
@@ -62,7 +63,14 @@ class StreamProcessor:
         overrides = {"transactional.id": transactional_id} if transactional_id else {}
         self.producer: Producer = make_producer(settings, **overrides)
         self.consumer: Consumer = make_consumer(
-            settings, group_id, **{"isolation.level": "read_committed"}
+            settings,
+            group_id,
+            **{
+                "isolation.level": "read_committed",
+                # librdkafka reports each partition's lag in its statistics; served on poll
+                "statistics.interval.ms": settings.kafka.lag_interval_ms,
+                "stats_cb": self._on_statistics,
+            },
         )
         self.max_in_flight = 1 if self.transactional else settings.kafka.max_in_flight
         self._in_flight: deque[_InFlight] = deque()
@@ -110,6 +118,18 @@ class StreamProcessor:
                     self._send(effects, [])
         finally:
             self.close()
+
+    def _on_statistics(self, raw: str) -> None:
+        """Export each assigned partition's consumer lag from librdkafka's statistics."""
+        try:
+            topics = json.loads(raw).get("topics", {})
+        except ValueError:
+            return
+        for topic, entry in topics.items():
+            for partition, stats in entry.get("partitions", {}).items():
+                lag = stats.get("consumer_lag", -1)
+                if partition != "-1" and lag >= 0:
+                    metrics.CONSUMER_LAG.labels(self.service, topic, partition).set(lag)
 
     def _next_batch(self) -> list[Message]:
         """Whatever is already fetched, up to a batch; else wait for the first message only.

@@ -30,6 +30,9 @@ class KafkaSettings(_Group):
     fetch_wait_max_ms: int = Field(
         10, ge=0, description="How long the broker may hold a fetch for data (latency bound)."
     )
+    lag_interval_ms: int = Field(
+        5000, ge=0, description="How often consumer lag is measured for the metrics (0: never)."
+    )
     max_in_flight: int = Field(
         4, ge=1, le=64, description="Batches handled ahead of their acknowledgement (pipelining)."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from confluent_kafka import Message
@@ -25,6 +26,7 @@ class FeaturesHandler:
         self.watcher = watcher
         self.predictions_topic = runtime.topics("predictions")
         self.dlq_topic = runtime.topics("dlq")
+        self.latency = metrics.PREDICTION_LATENCY.labels(SERVICE)
 
     def __call__(self, messages: Sequence[Message]) -> Effects:
         """One prediction per valid feature event; undecodable ones to the DLQ."""
@@ -33,6 +35,7 @@ class FeaturesHandler:
         assert champion is not None, "serving consumes only once a model is loaded"
         version = champion.version
         predict = champion.predictor.predict
+        observe, now = self.latency.observe, time.time()
         for message in messages:
             event = decode(message, FeatureEvent, SERVICE, self.dlq_topic, effects)
             if event is None:
@@ -56,6 +59,7 @@ class FeaturesHandler:
                 probabilities=proba,
             )
             effects.emit(self.predictions_topic, event.entity_id, prediction)
+            observe(max(0.0, now - event.ingested_at.timestamp()))
         return effects
 
 
