@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+#: process_resident_memory_bytes, process_cpu_seconds_total, ...: per-service health.
+ProcessCollector(registry=REGISTRY)
 
 MESSAGES_CONSUMED = Counter(
     "eddy_messages_consumed_total", "Messages consumed.", ["service", "topic"], registry=REGISTRY

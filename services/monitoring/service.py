@@ -35,6 +35,7 @@ from services.core.runtime import bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, Effects, decode
 from services.core.topics import Topics
+from services.monitoring.coverage import SUBJECT as COVERAGE_SUBJECT
 from services.monitoring.coverage import LabelCoverage
 from services.monitoring.detectors import DriftWatch, Finding, RollingAccuracy
 from services.monitoring.kpis import KpiWatch, load_rules
@@ -128,6 +129,8 @@ class Quality:
         }
         for rule in self.kpis.rules:
             metrics.KPI_BREACH.labels(SERVICE, self.model_name, rule.kpi).set(0)
+            for state in ("firing", "resolved"):  # series exist before their first increase
+                metrics.ALERTS.labels(SERVICE, rule.kpi, state)
 
     def values(self) -> dict[str, tuple[float, int]]:
         """The current KPI values, with the number of observations each is over."""
@@ -311,6 +314,7 @@ class FeaturesHandler:
                 watch = watches.get(name)
                 if watch is None:
                     watch = watches[name] = self._watch(name)
+                    metrics.DRIFT_EVENTS.labels(SERVICE, "data", name)  # its series exists now
                 finding = watch.update(float(value))
                 if finding is not None:
                     # Data drift is about inputs, not a model version: features carry none.
@@ -352,6 +356,11 @@ def handlers(settings: Settings, topics: Topics) -> dict[str, BatchHandler]:
 def run(settings: Settings | None = None) -> None:
     """Entry point: monitor until SIGTERM or SIGINT."""
     runtime = bootstrap(SERVICE, settings)
-    for kind in ("data", "prediction", "concept", "label_coverage"):
-        metrics.DRIFT_EVENTS.labels(SERVICE, kind, "*")  # every kind has a series from the start
+    # A counter's series must exist before its first increase, or rate() and increase() miss it.
+    for kind, subject in (
+        ("concept", ERROR_SUBJECT),
+        ("prediction", "prediction"),
+        ("label_coverage", COVERAGE_SUBJECT),
+    ):
+        metrics.DRIFT_EVENTS.labels(SERVICE, kind, subject)
     run_stream_service(runtime, handlers(runtime.settings, runtime.topics))

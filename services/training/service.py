@@ -14,7 +14,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, get_args
 
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
@@ -83,6 +83,9 @@ class Trainer:
         )
         self.learned = metrics.EXAMPLES_LEARNED.labels(SERVICE, self.model_name)
         self.score_gauge = metrics.PREQUENTIAL.labels(SERVICE, self.model_name, "accuracy")
+        metrics.VERSIONS_REJECTED.labels(SERVICE, self.model_name)  # series from the start
+        for trigger in get_args(Trigger):
+            metrics.VERSIONS_PUBLISHED.labels(SERVICE, self.model_name, trigger)
         if not history:
             self.publish("initial", description="untrained starting point")
 
