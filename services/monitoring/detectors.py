@@ -12,6 +12,9 @@ from typing import Literal, Protocol
 
 from river.drift import ADWIN
 
+# monitoring's accuracy KPI; it lives in core because training scores with it too
+from services.core.rolling_accuracy import RollingAccuracy as RollingAccuracy
+
 #: Which changes of the mean count: ``up`` only (an error rate getting worse), or ``both``.
 Direction = Literal["up", "both"]
 #: The unit of a finding's magnitude: the raw change of the mean, or that change in units of the
@@ -181,34 +184,3 @@ class DriftWatch:
             if score > best_score:
                 best_score, best = score, (recent, before, after)
         return best
-
-
-class RollingAccuracy:
-    """Share of correct predictions among the last ``window`` labelled ones.
-
-    >>> accuracy = RollingAccuracy(window=4)
-    >>> for correct in (True, False, True, True, True):
-    ...     accuracy.update(correct)
-    >>> accuracy.value, len(accuracy)
-    (0.75, 4)
-    """
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self._outcomes: deque[bool] = deque(maxlen=window)
-        self._correct = 0
-
-    def update(self, correct: bool) -> None:
-        """Count one labelled prediction, forgetting the oldest once the window is full."""
-        if len(self._outcomes) == self.window:
-            self._correct -= self._outcomes[0]
-        self._outcomes.append(correct)
-        self._correct += correct
-
-    @property
-    def value(self) -> float | None:
-        """The accuracy over the window, or None before the first labelled prediction."""
-        return self._correct / len(self._outcomes) if self._outcomes else None
-
-    def __len__(self) -> int:
-        return len(self._outcomes)
