@@ -10,11 +10,11 @@ import random
 import time
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas import DeadLetter, DriftEvent, FeatureEvent, TrainingExample
+from schemas import DeadLetter, DriftEvent, FeatureEvent, Prediction, TrainingExample
 from services.core.embedded import free_port
 from services.core.settings import Settings
 from services.core.topics import TopicRole, Topics
@@ -212,3 +212,66 @@ def test_the_rolling_accuracy_is_exported_on_the_metrics_endpoint(
     labels = {"service": "monitoring", "model": settings.model_name, "kpi": "accuracy"}
     accuracy = wait_for_sample(port, "eddy_kpi", labels, lambda value: True)
     assert accuracy == 0.8
+
+
+def predictions(
+    shares: list[tuple[int, float]],
+    version: int = 2,
+    seed: int = 3,
+    event_time: datetime | None = None,
+) -> list[tuple[bytes, bytes]]:
+    """Predictions of one version, ``(count, share of True)`` segments in order."""
+    rng = random.Random(seed)
+    ts = event_time or datetime.now(UTC)
+    out = []
+    for count, share in shares:
+        for _ in range(count):
+            prediction = Prediction(
+                event_id=f"pr-{len(out)}",
+                entity_id=KEY.decode(),
+                ts=ts,
+                model_name="default",
+                model_version=version,
+                prediction=rng.random() < share,
+            )
+            out.append((KEY, prediction.model_dump_json().encode()))
+    return out
+
+
+def test_a_shift_in_the_predicted_class_mix_gives_one_prediction_drift_event(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    start_monitoring(start_service)
+    produce(settings, "predictions", predictions([(3000, 0.3), (3000, 0.7)]))
+    drift = reader("drift", DriftEvent)
+    drift.read_until(lambda items: len(items) >= 1)
+    events = drift.settle()
+    assert [(e.kind, e.subject, e.model_version) for e in events] == [
+        ("prediction", "prediction", 2)
+    ]
+    assert events[0].detector.startswith("PSI") and (events[0].magnitude or 0) > 0.2
+
+
+def test_a_stable_class_mix_gives_no_prediction_drift_event(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    port = start_monitoring(start_service)
+    produce(settings, "predictions", predictions([(6000, 0.3)]))
+    wait_until_consumed(settings, port, "predictions", 6000)
+    assert reader("drift", DriftEvent).settle() == []
+
+
+def test_predictions_whose_labels_never_come_give_a_label_coverage_event(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    start_service(
+        "monitoring",
+        EDDY_MONITORING__COVERAGE_HORIZON_S="60",
+        EDDY_MONITORING__COVERAGE_WINDOW_S="7200",
+    )
+    # events an hour old, then fresh ones: the old ones have matured, and none got a label
+    old = predictions([(500, 0.5)], event_time=datetime.now(UTC) - timedelta(hours=1))
+    produce(settings, "predictions", old + predictions([(10, 0.5)], seed=4))
+    events = reader("drift", DriftEvent).read_until(lambda items: len(items) >= 1)
+    assert [(e.kind, e.subject) for e in events] == [("label_coverage", "label_coverage")]
+    assert events[0].magnitude == 0.5, "a coverage of 0 against a minimum of 0.5"
