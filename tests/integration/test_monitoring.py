@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas import DeadLetter, DriftEvent, FeatureEvent, Prediction, TrainingExample
+from schemas import Alert, DeadLetter, DriftEvent, FeatureEvent, Prediction, TrainingExample
 from services.core.embedded import free_port
 from services.core.settings import Settings
 from services.core.topics import TopicRole, Topics
@@ -275,3 +275,21 @@ def test_predictions_whose_labels_never_come_give_a_label_coverage_event(
     events = reader("drift", DriftEvent).read_until(lambda items: len(items) >= 1)
     assert [(e.kind, e.subject) for e in events] == [("label_coverage", "label_coverage")]
     assert events[0].magnitude == 0.5, "a coverage of 0 against a minimum of 0.5"
+
+
+def test_accuracy_below_its_threshold_fires_one_alert_and_recovering_resolves_it(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    port = start_monitoring(start_service)
+    # accuracy 0.95, then 0.6 (below the shipped rule's 0.8), then 0.95 again
+    produce(
+        settings, "training_examples", examples([(1000, 0.05, 1), (2000, 0.4, 2), (3000, 0.05, 3)])
+    )
+    alerts = reader("alerts", Alert)
+    alerts.read_until(lambda items: len(items) >= 2)
+    out = alerts.settle()
+    assert [(a.kpi, a.state) for a in out] == [("accuracy", "firing"), ("accuracy", "resolved")]
+    assert out[0].value < 0.8 <= out[1].value and out[0].bound == ">= 0.8"
+    labels = {"kpi": "accuracy", "state": "firing"}
+    assert wait_for_sample(port, "eddy_alerts_total", labels, lambda v: v >= 1) == 1
+    assert metric_sample(port, "eddy_kpi_breach", {"kpi": "accuracy"}) == 0
