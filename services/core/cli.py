@@ -75,6 +75,24 @@ def run_service(service: str) -> None:
     module.run(_settings())
 
 
+@main.command("label-ui")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8088, show_default=True, help="Port to listen on.")
+def label_ui(host: str, port: int) -> None:
+    """Serve the page where people answer the model's label requests (labeling.tasks)."""
+    from services.labeling.ui import serve
+
+    server = serve(_settings(), host, port)
+    click.echo(f"label requests on http://{host}:{server.server_port}/ (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopping")
+    finally:
+        server.server_close()
+        server.board.stop()  # type: ignore[attr-defined]
+
+
 @main.group()
 def stack() -> None:
     """The embedded broker and Redis for local work."""
