@@ -13,7 +13,7 @@ from services.core.embedded import EmbeddedStack
 from services.core.settings import Settings
 
 #: Scenario modules under bench/scenarios, in the order they run (more are being added).
-SCENARIOS = ("serving_throughput",)
+SCENARIOS = ("serving_throughput", "latency", "loop_capacity")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,435 @@
+"""The loop keeps up: the highest input rate all five services sustain at once, and the slowest.
+
+The five services run as in ``eddy demo`` (separate processes, SEA feature schema, stationary
+SEA stream, versions every ``EDDY_TRAINING__PUBLISH_EVERY`` examples); this process plays
+producer and label source. It offers raw events on a ramp of rates held for a fixed step each
+(no pause between steps), every event's label following it ``LABEL_DELAY_S`` later, and once a
+second reads each service's consumer lag: the end offsets of its input topics minus the offsets
+its consumer group committed (the admin API; a service's inputs are the topics it is declared
+to read plus any its group committed on).
+
+A service *keeps up* during a step when, over the step without its first second, the
+least-squares slope of its lag is at most ``GROWTH_LIMIT`` of its input rate (messages/s that
+arrived on its inputs in the window), or its lag never exceeded ``BACKLOG_LIMIT_S`` seconds of
+that input. Its sustained rate is the highest step rate it kept up with, at that step and every
+lower one; a service downstream of one that fell behind is credited instead with the event rate
+that reached it (its input rate over its input messages per event in the warm-up) when that is
+under 90% of the step's rate. The loop's rate is the lowest of the five, and the slowest
+service the one with the lowest (ties: the steepest relative lag growth where they fell
+behind). Serving's own sustained rate in the same run is the baseline, so the ratio says
+whether any stage holds the loop below serving. A service that never fell behind has the top
+of the ramp as a lower bound.
+
+The embedded broker reports a partition's end offset as the base offset of its last record
+batch + 1, so the probe reads that last batch to find the true end.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
+
+from bench.harness import Context, Figure, median_figure
+from bench.pacing import Scheduled, send_paced
+from schemas import Label, RawEvent
+from services.core.client import EddyClient, PredictionTimeoutError
+from services.core.datasets import sea_with_drift
+from services.core.kafka import make_admin, make_consumer, make_producer
+from services.core.settings import Settings
+from services.core.supervisor import SERVICES, ServiceProcess
+from services.core.topics import TopicRole, Topics, declared_topics
+
+SCENARIO = "loop capacity"
+#: Offered raw events/s, one step each, lowest first; and how long each step lasts.
+RAMP_QUICK = (300, 600, 1_200, 2_400)
+RAMP_FULL = (250, 500, 750, 1_000, 1_500, 2_000, 3_000)
+STEP_QUICK_S = 4.0
+STEP_FULL_S = 7.0
+#: Each event's label is sent this long after the event.
+LABEL_DELAY_S = 0.5
+SAMPLE_S = 1.0
+#: The slow stream every service must have caught up with before the ramp starts.
+WARM_UP_RATE = 100
+WARM_UP_S = 2
+#: Keeping up: lag growth at most this share of the input rate ...
+GROWTH_LIMIT = 0.05
+#: ... or a lag never above this many seconds of input.
+BACKLOG_LIMIT_S = 0.5
+#: A service that received less than this share of a step's rate is credited with what it got.
+REACHED_FULLY = 0.9
+#: Topics each service surely reads (more are added when its group commits on them).
+INPUTS: dict[str, tuple[TopicRole, ...]] = {
+    "ingest": ("raw",),
+    "serving": ("features",),
+    "labeling": ("features", "predictions", "labels"),
+    "training": ("training_examples",),
+    "monitoring": ("features", "training_examples"),
+}
+WATCHED: tuple[TopicRole, ...] = (
+    "raw",
+    "features",
+    "predictions",
+    "labels",
+    "training_examples",
+    "drift",
+    "prediction_requests",
+)
+
+
+@dataclass(frozen=True)
+class LagSample:
+    """One reading of a service's consumer group."""
+
+    at: float
+    lag: int
+    end: int
+    committed: int
+
+
+@dataclass
+class StepVerdict:
+    """How one service did during one step."""
+
+    kept_up: bool
+    growth: float
+    input_rate: float
+    throughput: float
+
+
+@dataclass
+class LoopResult:
+    """Per-service sustained rates of one run, and where each first fell behind."""
+
+    sustained: dict[str, float]
+    top_of_ramp: dict[str, bool]
+    throughput_when_behind: dict[str, float] = field(default_factory=dict)
+    growth_when_behind: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def loop_rate(self) -> float:
+        """The rate every service sustained."""
+        return min(self.sustained.values())
+
+    @property
+    def slowest(self) -> str | None:
+        """The service that fell behind first, if any did."""
+        behind = [s for s in self.sustained if not self.top_of_ramp[s]]
+        if not behind:
+            return None
+        return min(behind, key=lambda s: (self.sustained[s], -self.growth_when_behind.get(s, 0.0)))
+
+
+class LagProbe:
+    """Consumer lag of each service's group, read with the admin API."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.admin = make_admin(settings)
+        self.tail = make_consumer(settings, f"bench-tail-{uuid.uuid4().hex}")
+        self.topics = Topics(settings.topic_prefix)
+        specs = declared_topics()
+        self.partitions = {
+            role: [TopicPartition(self.topics(role), p) for p in range(specs[role].partitions)]
+            for role in WATCHED
+        }
+        self.watched = {self.topics(role) for role in WATCHED}
+
+    def sample(self) -> dict[str, LagSample]:
+        """Service → its lag now."""
+        committed = {s: self._committed(self.topics.group(s)) for s in SERVICES}
+        ends = self._ends()
+        at = time.monotonic()
+        samples = {}
+        for service in SERVICES:
+            done_at = committed[service]
+            inputs = {
+                (tp.topic, tp.partition) for role in INPUTS[service] for tp in self.partitions[role]
+            }
+            inputs |= {key for key in done_at if key in ends}
+            end = sum(ends[key] for key in inputs)
+            done = sum(done_at.get(key, 0) for key in inputs)
+            lag = sum(max(0, ends[key] - done_at.get(key, 0)) for key in inputs)
+            samples[service] = LagSample(at, lag, end, done)
+        return samples
+
+    def close(self) -> None:
+        """Close the tail reader."""
+        self.tail.close()
+
+    def _ends(self) -> dict[tuple[str, int], int]:
+        """Every watched partition's end offset.
+
+        The embedded broker reports the base offset of the last record batch + 1 as the end,
+        short of the truth by up to a batch: the last batch is read to find its last offset.
+        """
+        wanted = [tp for tps in self.partitions.values() for tp in tps]
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        futures = self.admin.list_offsets(dict.fromkeys(wanted, latest))
+        ends = {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+        unread = {key for key, end in ends.items() if end > 0}
+        self.tail.assign([TopicPartition(t, p, ends[(t, p)] - 1) for t, p in unread])
+        deadline = time.monotonic() + 1.0
+        while unread and time.monotonic() < deadline:
+            first = self.tail.poll(0.1)
+            if first is None:
+                continue
+            for message in [first, *self.tail.consume(10_000, 0)]:
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                if (
+                    message.error() is None
+                    and topic
+                    and partition is not None
+                    and offset is not None
+                ):
+                    key = (topic, partition)
+                    ends[key] = max(ends[key], offset + 1)
+                    unread.discard(key)
+        return ends
+
+    def _committed(self, group: str) -> dict[tuple[str, int], int]:
+        request = [ConsumerGroupTopicPartitions(group)]
+        result = next(iter(self.admin.list_consumer_group_offsets(request).values())).result()
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in result.topic_partitions
+            if tp.offset >= 0 and tp.topic in self.watched
+        }
+
+
+def judge(samples: Sequence[LagSample]) -> StepVerdict:
+    """Whether a service kept up over a step's samples (the module docstring's rule)."""
+    if len(samples) < 2:
+        return StepVerdict(True, 0.0, 0.0, 0.0)
+    span = samples[-1].at - samples[0].at
+    input_rate = (samples[-1].end - samples[0].end) / span
+    throughput = (samples[-1].committed - samples[0].committed) / span
+    mean_t = statistics.fmean(s.at for s in samples)
+    mean_lag = statistics.fmean(s.lag for s in samples)
+    spread = sum((s.at - mean_t) ** 2 for s in samples)
+    slope = sum((s.at - mean_t) * (s.lag - mean_lag) for s in samples) / spread
+    growth = slope / input_rate if input_rate > 0 else 0.0
+    bounded = max(s.lag for s in samples) <= BACKLOG_LIMIT_S * input_rate
+    return StepVerdict(growth <= GROWTH_LIMIT or bounded, growth, input_rate, throughput)
+
+
+def schedule(
+    settings: Settings, ramp: Sequence[int], step_s: float, tag: str = "loop"
+) -> list[Scheduled]:
+    """Raw events at each step's rate, back to back, each label ``LABEL_DELAY_S`` after."""
+    topics = Topics(settings.topic_prefix)
+    raw_topic, labels_topic = topics("raw"), topics("labels")
+    total = sum(int(rate * step_s) for rate in ramp)
+    rows = sea_with_drift(total, None, seed=7)
+    now = datetime.now(UTC)
+    messages: list[Scheduled] = []
+    offset, i = 0.0, 0
+    for rate in ramp:
+        for k in range(int(rate * step_s)):
+            features, label = next(rows)
+            due = offset + k / rate
+            event = RawEvent(
+                event_id=f"{tag}-{i}", entity_id=f"sensor-{i % 32}", ts=now, features=features
+            )
+            messages.append(
+                Scheduled(
+                    due, raw_topic, event.entity_id.encode(), event.model_dump_json().encode()
+                )
+            )
+            answer = Label(event_id=event.event_id, label=label)
+            messages.append(
+                Scheduled(
+                    due + LABEL_DELAY_S,
+                    labels_topic,
+                    answer.event_id.encode(),
+                    answer.model_dump_json().encode(),
+                )
+            )
+            i += 1
+        offset += step_s
+    messages.sort(key=lambda m: m.due_s)
+    return messages
+
+
+def _wait_until_serving(settings: Settings, services: list[ServiceProcess]) -> None:
+    deadline = time.monotonic() + 90
+    with EddyClient(settings) as client:
+        while True:
+            _check(services)
+            try:
+                client.predict({}, timeout_s=2.0)
+                return
+            except PredictionTimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+
+
+def _check(services: list[ServiceProcess]) -> None:
+    for service in services:
+        if not service.running:
+            raise RuntimeError(f"{service.name} exited:\n{service.log_tail()}")
+
+
+def _warm_up(
+    settings: Settings, probe: LagProbe, services: list[ServiceProcess]
+) -> dict[str, float]:
+    """A short slow stream, until every group caught up; each service's input messages per event.
+
+    A service downstream of one that falls behind receives fewer events than are offered: its
+    input rate over these counts is the event rate it really had to sustain.
+    """
+    producer = make_producer(settings)
+    send_paced(producer, schedule(settings, [WARM_UP_RATE], WARM_UP_S, tag="warm"))
+    events = WARM_UP_RATE * WARM_UP_S
+    deadline = time.monotonic() + 60
+    while True:
+        _check(services)
+        samples = probe.sample()
+        if all(s.committed > 0 and s.lag <= 20 for s in samples.values()):
+            return {service: max(s.end / events, 1.0) for service, s in samples.items()}
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the loop did not catch up with the warm-up stream: {samples}")
+        time.sleep(0.5)
+
+
+@contextmanager
+def _sending(
+    settings: Settings, messages: list[Scheduled], start_at: float
+) -> Iterator[threading.Event]:
+    stop = threading.Event()
+    producer = make_producer(settings)
+    thread = threading.Thread(
+        target=send_paced, args=(producer, messages, stop, start_at), daemon=True
+    )
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+def loop_run(ctx: Context, ramp: Sequence[int], step_s: float) -> LoopResult:
+    """One ramp over five fresh services; each service's sustained rate."""
+    settings = ctx.settings(model_name="sea")
+    settings = settings.model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"feature_schema": "sea"})}
+    )
+    messages = schedule(settings, ramp, step_s)
+    with ctx.services(settings, *SERVICES) as services:
+        _wait_until_serving(settings, services)
+        probe = LagProbe(settings)
+        try:
+            per_event = _warm_up(settings, probe, services)
+            start = time.monotonic() + 0.2
+            verdicts: dict[str, list[StepVerdict]] = {s: [] for s in SERVICES}
+            with _sending(settings, messages, start) as stop:
+                for k, rate in enumerate(ramp):
+                    window: list[dict[str, LagSample]] = []
+                    step_start = start + k * step_s
+                    for second in range(1, int(step_s) + 1):
+                        time.sleep(max(0.0, step_start + second * SAMPLE_S - time.monotonic()))
+                        _check(services)
+                        window.append(probe.sample())
+                    for service in SERVICES:
+                        verdicts[service].append(judge([w[service] for w in window]))
+                    ctx.progress(f"     {rate:>6,} ev/s: " + _step_line(verdicts))
+                    if all(not all(v.kept_up for v in verdicts[s]) for s in SERVICES):
+                        break
+                stop.set()
+        finally:
+            probe.close()
+    return _result(ramp, verdicts, per_event)
+
+
+def _result(
+    ramp: Sequence[int], verdicts: dict[str, list[StepVerdict]], per_event: dict[str, float]
+) -> LoopResult:
+    """Sustained rates in raw events/s: each step's rate, or what reached a service if less."""
+    result = LoopResult({}, {})
+    for service, steps in verdicts.items():
+        held = 0.0
+        for rate, verdict in zip(ramp, steps, strict=False):
+            if not verdict.kept_up:
+                result.throughput_when_behind[service] = verdict.throughput / per_event[service]
+                result.growth_when_behind[service] = verdict.growth
+                break
+            reached = verdict.input_rate / per_event[service]
+            held = float(rate) if reached >= REACHED_FULLY * rate else reached
+        result.sustained[service] = held
+        result.top_of_ramp[service] = service not in result.growth_when_behind
+    return result
+
+
+def run(ctx: Context) -> list[Figure]:
+    """The loop's sustained rate against serving's, and each service's."""
+    ramp = RAMP_QUICK if ctx.quick else RAMP_FULL
+    step_s = STEP_QUICK_S if ctx.quick else STEP_FULL_S
+    runs: list[LoopResult] = []
+    for i in range(ctx.repeats):
+        runs.append(loop_run(ctx, ramp, step_s))
+        r = runs[-1]
+        ctx.progress(
+            f"   run {i + 1}: loop {r.loop_rate:,.0f} ev/s, slowest {r.slowest or 'none'}; "
+            + ", ".join(f"{s} {r.sustained[s]:,.0f}" for s in SERVICES)
+        )
+    serving = [r.sustained["serving"] for r in runs]
+    slowest = Counter(r.slowest or "none" for r in runs)
+    ramp_text = f"ramp {', '.join(f'{r:,}' for r in ramp)} ev/s, {step_s:.0f} s each"
+    figures = [
+        median_figure(
+            SCENARIO,
+            "input rate all five services sustain",
+            "ev/s",
+            [r.loop_rate for r in runs],
+            serving,
+            target=">= 1.0x serving's own",
+            met=lambda v, b: b is not None and v >= b,
+            note=f"slowest: {_counts(slowest, len(runs))}; {ramp_text}; "
+            "baseline: serving's sustained rate in the same run",
+        )
+    ]
+    for service in SERVICES:
+        if service == "serving":
+            continue
+        figures.append(
+            median_figure(
+                SCENARIO,
+                f"{service} sustained input rate",
+                "ev/s",
+                [r.sustained[service] for r in runs],
+                serving,
+                note=_service_note(service, runs),
+            )
+        )
+    return figures
+
+
+def _service_note(service: str, runs: list[LoopResult]) -> str:
+    behind = [r.throughput_when_behind[service] for r in runs if not r.top_of_ramp[service]]
+    at_top = len(runs) - len(behind)
+    parts = []
+    if behind:
+        parts.append(f"consumed {statistics.median(behind):,.0f} ev/s when it fell behind")
+    if at_top:
+        parts.append(f"never behind in {at_top}/{len(runs)} runs (a lower bound)")
+    return "; ".join(parts)
+
+
+def _step_line(verdicts: dict[str, list[StepVerdict]]) -> str:
+    return ", ".join(
+        f"{s} {'ok' if v[-1].kept_up else 'BEHIND'} (lag {v[-1].growth:+.0%} of input/s)"
+        for s, v in verdicts.items()
+    )
+
+
+def _counts(names: Counter[str], runs: int) -> str:
+    return ", ".join(f"{name} ({n}/{runs} runs)" for name, n in names.most_common())
