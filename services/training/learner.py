@@ -11,9 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from river import metrics, utils
-
 from schemas.base import Features, Target
+from services.core.rolling_accuracy import RollingAccuracy
 
 #: Passes over the recent window when retraining after a drift: one pass over a few hundred
 #: examples leaves SGD short of convergence; three gets within a point of a long-trained model.
@@ -63,18 +62,24 @@ class OnlineLearner:
     prequential_window: int = 1000
     recent: deque[Example] = field(init=False)
     since_publish: list[Example] = field(default_factory=list)
-    score: Any = field(init=False)
+    score: RollingAccuracy = field(init=False)
 
     def __post_init__(self) -> None:
         self.recent = deque(maxlen=self.recent_window)
-        self.score = utils.Rolling(metrics.Accuracy, window_size=self.prequential_window)
+        self.score = RollingAccuracy(self.prequential_window)
 
     def learn(self, example: Example) -> None:
         """Test, then train: the score sees the prediction made before learning the label."""
-        self.score.update(example.label, self.model.predict_one(example.features))
-        self.model.learn_one(example.features, example.label)
+        model = self.model
+        self.score.update(model.predict_one(example.features) == example.label)
+        model.learn_one(example.features, example.label)
         self.recent.append(example)
         self.since_publish.append(example)
+
+    def prequential_accuracy(self) -> float:
+        """The rolling test-then-train accuracy (0 before the first example)."""
+        value = self.score.value
+        return 0.0 if value is None else value
 
     def retrain_after_drift(self, champion: Any, drift_window: int, validation: int) -> Candidate:
         """A fresh model trained on the recent window, validated on the newest ``validation``.

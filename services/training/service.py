@@ -100,21 +100,26 @@ class Trainer:
         """Test-then-train on each example; publish a scheduled version every N examples."""
         effects = Effects()
         every = self.settings.training.publish_every
+        learner, awaiting = self.learner, self.awaiting
+        learned = 0
         for message in messages:
             example = decode(message, TrainingExample, SERVICE, self.dlq_topic, effects)
             if example is None:
                 continue
-            self.learner.learn(
+            learner.learn(
                 Example(
                     example.features, example.label, message.partition() or 0, message.offset() or 0
                 )
             )
-            self.learned.inc()
-            for drift in self.awaiting.count_down():
-                self.react_to(drift)
-            if len(self.learner.since_publish) >= every:
+            learned += 1
+            if awaiting.waiting:
+                for drift in awaiting.count_down():
+                    self.react_to(drift)
+            if len(learner.since_publish) >= every:
                 self.publish("scheduled", description=f"every {every} examples")
-        self.score_gauge.set(self.learner.score.get())
+        # once per batch: each increment takes the counter's lock, and a rate needs no finer grain
+        self.learned.inc(learned)
+        self.score_gauge.set(learner.prequential_accuracy())
         return effects
 
     def on_drift(self, messages: Sequence[Message]) -> Effects:
@@ -179,7 +184,7 @@ class Trainer:
         snapshot = self.learner.snapshot()
         learned = self.learner.since_publish
         scores = {
-            "prequential_accuracy": float(self.learner.score.get()),
+            "prequential_accuracy": self.learner.prequential_accuracy(),
             "examples": float(len(learned)),
             **(extra_metrics or {}),
         }

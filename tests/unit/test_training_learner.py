@@ -26,7 +26,7 @@ def test_the_prequential_score_counts_predictions_made_before_learning() -> None
     learner.learn(first)
     # an untrained model's first prediction is scored before it learns the label
     untrained = default_classifier().predict_one(first.features)
-    assert learner.score.get() == float(untrained == first.label)
+    assert learner.prequential_accuracy() == float(untrained == first.label)
     assert learner.since_publish == [first] and list(learner.recent) == [first]
 
 
