@@ -12,8 +12,15 @@ from bench.harness import Context, Figure, render, scratch_dir, write_results
 from services.core.embedded import EmbeddedStack
 from services.core.settings import Settings
 
-#: Scenario modules under bench/scenarios, in the order they run (more are being added).
-SCENARIOS = ("serving_throughput", "latency", "loop_capacity")
+#: Scenario modules under bench/scenarios, in the order they run.
+SCENARIOS = (
+    "serving_throughput",
+    "latency",
+    "training_overhead",
+    "served_accuracy",
+    "drift_reaction",
+    "loop_capacity",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,11 @@
 """``eddy demo``: the whole loop on a stream with a known concept drift, shown live.
 
 Five service processes run as in production; the demo plays producer and label source. It
-streams River's SEA generator with an abrupt drift halfway, sends each label a fixed number of
-events late, mixes in malformed and duplicate events, and watches the output topics: served
-predictions (scored against the labels it knows), drift events, and model versions. The
-summary compares served accuracy before the drift, just after it, and after recovery.
+streams River's SEA generator with an abrupt drift halfway (the benchmarks play other streams
+of ``datasets.LOOP_STREAMS`` the same way), sends each label a fixed number of events late,
+mixes in malformed and duplicate events, and watches the output topics: served predictions
+(scored against the labels it knows), drift events, and model versions. The summary compares
+served accuracy before the drift, just after it, and after recovery.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from pydantic import SecretStr
 from schemas import DeadLetter, DriftEvent, Label, ModelVersion, Prediction, RawEvent
 from schemas.base import Target
 from services.core.client import EddyClient, PredictionTimeoutError
-from services.core.datasets import sea_with_drift
+from services.core.datasets import loop_stream
 from services.core.embedded import EmbeddedStack
-from services.core.kafka import create_topics, make_consumer
+from services.core.kafka import create_topics, make_consumer, unsettled_groups
 from services.core.settings import Settings
 from services.core.supervisor import SERVICES, ServiceProcess, service_env
 from services.core.topics import TopicRole, Topics
@@ -44,6 +45,10 @@ class Scenario:
 
     events: int = 8000
     drift_at: int | None = 4000
+    #: 0: abrupt; else the new concept's share rises linearly over this many events
+    drift_width: int = 0
+    #: a name in ``datasets.LOOP_STREAMS``; ingest checks it against the schema of that name
+    stream: str = "sea"
     rate: float = 400.0
     label_delay: int = 100
     bad_every: int = 500
@@ -61,7 +66,7 @@ def bad_events(valid: RawEvent) -> list[tuple[bytes, str]]:
     return [
         (b"{not json", "invalid_json"),
         (variant(features={**good["features"], feature: "yes"}), "wrong_type"),
-        (variant(features={**good["features"], feature: 75.0}), "out_of_range"),
+        (variant(features={**good["features"], feature: 1e300}), "out_of_range"),
         (variant(features={**good["features"], "evil": 1}), "unknown_field"),
         (
             variant(features={k: v for k, v in good["features"].items() if k != feature}),
@@ -95,6 +100,11 @@ class LoopReport:
             if first <= self.index[e] < last
         ]
         return sum(hits) / len(hits) if hits else None
+
+    def first_served_at(self, version: int) -> datetime | None:
+        """When serving first predicted with a version (or a later one), by serving's clock."""
+        served = [p.served_at for p in self.predictions.values() if p.model_version >= version]
+        return min(served) if served else None
 
     def first_served_by(self, version: int) -> int | None:
         """Index of the first event a version (or a later one) served."""
@@ -220,12 +230,28 @@ class LoopRun:
                 except PredictionTimeoutError:
                     if time.monotonic() - started > timeout_s:
                         raise
+        # Every service must have joined its group before the stream starts: otherwise the
+        # first events wait in the topics while the five joins finish, and the first trained
+        # version comes hundreds of events later than it would in a running deployment.
+        groups = [self.topics.group(name) for name in SERVICES]
+        while waiting := unsettled_groups(self.settings, groups):
+            self._check_services()
+            if time.monotonic() - started > timeout_s:
+                raise RuntimeError(
+                    f"consumer groups still joining after {timeout_s:.0f} s: {waiting}"
+                )
+            time.sleep(0.1)
         self.echo(
-            f"serving v{reply.model_version} answered after "
+            f"serving v{reply.model_version} answered and every service joined after "
             f"{time.monotonic() - started:.1f} s; streaming {self.scenario.events} events "
             f"at {self.scenario.rate:.0f}/s, labels {self.scenario.label_delay} events late"
             + (
                 f", concept drift at event {self.scenario.drift_at}"
+                + (
+                    f" (gradual over {self.scenario.drift_width} events)"
+                    if self.scenario.drift_width
+                    else ""
+                )
                 if self.scenario.drift_at is not None
                 else ", no drift"
             )
@@ -233,7 +259,7 @@ class LoopRun:
 
     def _stream(self) -> None:
         s = self.scenario
-        rows = list(sea_with_drift(s.events, s.drift_at, s.seed))
+        rows = loop_stream(s.stream, s.events, s.drift_at, s.drift_width, s.seed)
         outputs = self._consumer(("predictions", "dlq", "drift", "models"))
         pending_labels: list[Label] = []
         started = time.monotonic()
@@ -241,7 +267,7 @@ class LoopRun:
         with EddyClient(self.settings) as client:
             for i, (features, label) in enumerate(rows):
                 event = RawEvent(
-                    event_id=f"sea-{i}",
+                    event_id=f"{s.stream}-{i}",
                     entity_id=f"sensor-{i % 32}",
                     ts=datetime.now(UTC),
                     features=features,
@@ -342,13 +368,22 @@ class LoopRun:
         )
 
 
-def loop_settings(settings: Settings) -> Settings:
-    """The demo's settings: the SEA feature schema, versions every 500 examples."""
+def loop_settings(
+    settings: Settings,
+    feature_schema: str = "sea",
+    publish_every: int = 500,
+    validation_window: int = 100,
+) -> Settings:
+    """The loop's settings: the stream's feature schema and how often training publishes.
+
+    The defaults are the demo's: SEA, a version every 500 examples, drift candidates validated
+    on the newest 100.
+    """
     return settings.model_copy(
         update={
-            "ingest": settings.ingest.model_copy(update={"feature_schema": "sea"}),
+            "ingest": settings.ingest.model_copy(update={"feature_schema": feature_schema}),
             "training": settings.training.model_copy(
-                update={"publish_every": 500, "validation_window": 100}
+                update={"publish_every": publish_every, "validation_window": validation_window}
             ),
         }
     )

@@ -128,3 +128,22 @@ def end_offsets(consumer: Consumer, topic: str, timeout_s: float = 10.0) -> list
         )
         ends.append(TopicPartition(topic, partition, high))
     return ends
+
+
+def unsettled_groups(
+    settings: Settings, groups: Iterable[str], timeout_s: float = 5.0
+) -> list[str]:
+    """The consumer groups among ``groups`` that have not finished joining (not yet stable)."""
+    from confluent_kafka import ConsumerGroupState
+
+    admin = make_admin(settings)  # held until the answers come: a dropped client cancels them
+    futures = admin.describe_consumer_groups(list(groups), request_timeout=timeout_s)
+    waiting = []
+    for group, future in futures.items():
+        try:  # the embedded broker may not answer at all for a group nobody has joined yet
+            stable = future.result(timeout=timeout_s).state == ConsumerGroupState.STABLE
+        except (KafkaException, TimeoutError):
+            stable = False
+        if not stable:
+            waiting.append(group)
+    return sorted(waiting)
