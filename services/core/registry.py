@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Producer, TopicPartition
 
 from schemas import ModelVersion, OffsetRange
 from schemas.models import Flavour, Trigger
@@ -139,10 +139,12 @@ def publish(
     classes: list[Any] | None = None,
     description: str = "",
     version: int | None = None,
+    producer: Producer | None = None,
 ) -> ModelVersion:
     """Store and sign an artifact, announce it on ``models``, and return the version message.
 
-    The version number is one more than the highest on ``models`` unless given.
+    The version number is one more than the highest on ``models`` unless given. A service that
+    publishes often passes its own long-lived ``producer`` (see ``announce``).
     """
     key = settings.signing_key_bytes()
     if version is None:
@@ -165,13 +167,18 @@ def publish(
         classes=classes,
         description=description,
     )
-    announce(settings, message)
+    announce(settings, message, producer)
     return message
 
 
-def announce(settings: Settings, message: ModelVersion) -> None:
-    """Put a version message on ``models`` and wait for the broker's acknowledgement."""
-    producer = make_producer(settings)
+def announce(settings: Settings, message: ModelVersion, producer: Producer | None = None) -> None:
+    """Put a version message on ``models`` and wait for the broker's acknowledgement.
+
+    Without a ``producer`` it makes one for this message: fine for a command, but a new
+    idempotent producer waits about half a second for its producer id, which a service that
+    publishes every few seconds should not pay each time.
+    """
+    producer = producer or make_producer(settings)
     producer.produce(
         Topics(settings.topic_prefix)("models"),
         message.model_dump_json().encode(),

@@ -36,6 +36,9 @@ class KafkaSettings(_Group):
     max_in_flight: int = Field(
         4, ge=1, le=64, description="Batches handled ahead of their acknowledgement (pipelining)."
     )
+    commit_interval_ms: int = Field(
+        100, ge=0, description="At most one offset commit per this interval (0: every batch)."
+    )
     linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
     max_message_bytes: int = Field(
         1_000_000, ge=1024, description="Largest message a service produces or fetches."
@@ -86,6 +89,12 @@ class TrainingSettings(_Group):
 
     publish_every: int = Field(
         1000, ge=1, description="Publish a scheduled version every N examples learned."
+    )
+    first_interval: int = Field(
+        10,
+        ge=0,
+        description="Examples before the first scheduled version; each next interval doubles "
+        "until it reaches publish_every (0: every publish_every from the start).",
     )
     recent_window: int = Field(
         2000, ge=10, description="Recent examples kept to retrain from after a drift."

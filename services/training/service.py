@@ -1,11 +1,13 @@
 """training: learns online from ``training.examples`` and publishes signed model versions.
 
-Versions: an initial one when the registry has none, a scheduled one every
-``publish_every`` examples, and one per drift event whose retrained candidate passes
-validation against the champion. The registry is also the checkpoint: on start, training
-loads the newest version and resumes each partition right after the last offset that any
-version learned (its lineage), so a crash loses no example and, because versions are cut at
-the same points of the stream, publishes no duplicate version. Run one instance per model.
+Versions: an initial one when the registry has none, scheduled ones at doubling intervals from
+``first_interval`` examples up to every ``publish_every`` (a young model improves fastest, and
+until its first version serving answers with an untrained one), and one per drift event whose
+retrained candidate passes validation against the champion. The registry is also the
+checkpoint: on start, training loads the newest version and resumes each partition right after
+the last offset that any version learned (its lineage), so a crash loses no example and,
+because versions are cut at the same points of the stream, publishes no duplicate version. Run
+one instance per model.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from schemas import DriftEvent, ModelVersion, OffsetRange, TrainingExample
 from schemas.models import Trigger
 from services.core import metrics, registry
 from services.core.datasets import default_classifier
+from services.core.kafka import make_producer
 from services.core.runtime import Runtime, bootstrap, run_stream_service
-from services.core.settings import Settings
+from services.core.settings import Settings, TrainingSettings
 from services.core.stream import BatchHandler, Effects, decode
 from services.training.awaiting import AwaitingDrifts
 from services.training.learner import Example, OnlineLearner
@@ -52,6 +55,24 @@ def resume_positions(history: Sequence[ModelVersion], topic: str) -> dict[int, i
             if span.topic == topic:
                 positions[span.partition] = max(positions.get(span.partition, 0), span.last + 1)
     return positions
+
+
+def scheduled_interval(version: int, rules: TrainingSettings) -> int:
+    """Examples after ``version`` until the next scheduled one: doubling, up to every N.
+
+    Derived from the version number alone, so a restarted service cuts versions at the same
+    points of the stream as the one before it.
+
+    >>> rules = TrainingSettings(first_interval=10, publish_every=100)
+    >>> [scheduled_interval(v, rules) for v in range(1, 7)]
+    [10, 20, 40, 80, 100, 100]
+    >>> scheduled_interval(1, TrainingSettings(first_interval=0, publish_every=100))
+    100
+    """
+    if rules.first_interval == 0:
+        return rules.publish_every
+    doublings = min(max(version - 1, 0), 30)
+    return min(rules.publish_every, rules.first_interval << doublings)
 
 
 class Trainer:
@@ -86,6 +107,8 @@ class Trainer:
         metrics.VERSIONS_REJECTED.labels(SERVICE, self.model_name)  # series from the start
         for trigger in get_args(Trigger):
             metrics.VERSIONS_PUBLISHED.labels(SERVICE, self.model_name, trigger)
+        # one producer for the service's life: a new one waits ~0.5 s for its producer id
+        self.announcer = make_producer(self.settings)
         if not history:
             self.publish("initial", description="untrained starting point")
 
@@ -97,9 +120,9 @@ class Trainer:
         return partitions
 
     def on_examples(self, messages: Sequence[Message]) -> Effects:
-        """Test-then-train on each example; publish a scheduled version every N examples."""
+        """Test-then-train on each example; publish a scheduled version at each interval."""
         effects = Effects()
-        every = self.settings.training.publish_every
+        every = scheduled_interval(self.version, self.settings.training)
         learner, awaiting = self.learner, self.awaiting
         learned = 0
         for message in messages:
@@ -115,8 +138,10 @@ class Trainer:
             if awaiting.waiting:
                 for drift in awaiting.count_down():
                     self.react_to(drift)
+                every = scheduled_interval(self.version, self.settings.training)
             if len(learner.since_publish) >= every:
-                self.publish("scheduled", description=f"every {every} examples")
+                self.publish("scheduled", description=f"after {every} examples")
+                every = scheduled_interval(self.version, self.settings.training)
         # once per batch: each increment takes the counter's lock, and a rate needs no finer grain
         self.learned.inc(learned)
         self.score_gauge.set(learner.prequential_accuracy())
@@ -199,6 +224,7 @@ class Trainer:
             lineage=lineage_of(learned, self.examples_topic),
             description=description,
             version=self.version + 1,
+            producer=self.announcer,
         )
         self.version = version.version
         self.champion = snapshot

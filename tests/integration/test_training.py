@@ -54,7 +54,12 @@ def drift_event(drift_id: str, window: int = 400) -> DriftEvent:
 
 
 def _env() -> dict[str, str]:
-    return {"EDDY_TRAINING__PUBLISH_EVERY": str(EVERY), "EDDY_TRAINING__VALIDATION_WINDOW": "100"}
+    # no warm-up: versions exactly every EVERY examples, so the tests can count them
+    return {
+        "EDDY_TRAINING__PUBLISH_EVERY": str(EVERY),
+        "EDDY_TRAINING__FIRST_INTERVAL": "0",
+        "EDDY_TRAINING__VALIDATION_WINDOW": "100",
+    }
 
 
 def test_training_publishes_an_initial_then_a_scheduled_version_with_lineage(
