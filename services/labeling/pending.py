@@ -1,22 +1,120 @@
 """The labeling join's state in Redis: what waits for a label, what was joined, what expired.
 
-Per event id: a hash ``pending:{id}`` (fields ``features``, ``prediction``, ``tasked``), a label
-parked before its features (``early:{id}``), and the markers ``labeled:{id}`` and
-``expired:{id}``; one sorted set ``due`` holds the pending ids scored by their expiry deadline.
-Every method pipelines its commands for a whole batch: the hot path pays a round trip per
-batch, not per event.
+Each event id has one hash: ``features``, ``prediction``, ``tasked``, ``label`` (a label parked
+before its features) and, once the event is closed, ``closed`` (``joined`` or ``expired``) with
+everything else gone; a sorted set ``due`` holds the pending ids scored by their expiry deadline.
+Each operation is a Lua script that reads and writes a whole batch of events server-side, so a
+handler pays one round trip per batch and one command per shard, not several per event.
+
+Keys are spread over ``SHARDS`` hash tags (``eddy:{<namespace>:<shard>}:...``, the shard from
+the event id): one script call touches the keys of one shard only, all of them declared, so the
+scripts run on Redis Cluster too. Changing ``SHARDS`` strands the pending state of a deployment.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
-_PARTS = ("features", "prediction", "tasked")
+#: Hash tags the state is spread over (slots on Redis Cluster).
+SHARDS = 8
+
+_FIELDS = ("closed", "features", "prediction", "tasked", "label")
+_WIDTH = len(_FIELDS)
+
+# Every script: KEYS[1] is the shard's due set, KEYS[2..] the events' hashes; replies are flat,
+# ``_WIDTH`` values per event in the order of ``_FIELDS`` (Lua false becomes a nil reply).
+
+#: ARGV: the part (``features`` or ``prediction``), the deadline, the marker TTL (ms), then each
+#: event's id and value. A closed event is left as it is.
+_ADD = """
+local part, deadline, ttl = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+for i = 2, #KEYS do
+  local key, value = KEYS[i], ARGV[2 * i + 1]
+  local s = redis.call('HMGET', key, 'closed', 'features', 'prediction', 'tasked', 'label')
+  if not s[1] then
+    redis.call('HSET', key, part, value)
+    if not (s[2] or s[3] or s[5]) then  -- a new event: its safety TTL and its deadline
+      redis.call('PEXPIRE', key, ttl)
+      redis.call('ZADD', KEYS[1], 'NX', deadline, ARGV[2 * i])
+    end
+    if part == 'features' then s[2] = value else s[3] = value end
+  end
+  for k = 1, 5 do out[#out + 1] = s[k] end
+end
+return out
+"""
+
+#: ARGV: the deadline, the marker TTL (ms), then each event's id and label. Replies with the state
+#: before; the label is parked only where the event is open, without features and without one.
+_PARK = """
+local deadline, ttl = ARGV[1], ARGV[2]
+local out = {}
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  local s = redis.call('HMGET', key, 'closed', 'features', 'prediction', 'tasked', 'label')
+  if not (s[1] or s[2] or s[5]) then
+    redis.call('HSET', key, 'label', ARGV[2 * i])
+    if not s[3] then  -- a new event: its safety TTL and its deadline
+      redis.call('PEXPIRE', key, ttl)
+      redis.call('ZADD', KEYS[1], 'NX', deadline, ARGV[2 * i - 1])
+    end
+  end
+  for k = 1, 5 do out[#out + 1] = s[k] end
+end
+return out
+"""
+
+#: ARGV: the marker TTL (ms), how many events (first) were joined, then the joined events' ids.
+#: Joined events are closed; the rest are marked tasked if they are still open.
+_SETTLE = """
+local ttl, joined = ARGV[1], tonumber(ARGV[2])
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  if i - 1 <= joined then
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'closed', 'joined')
+    redis.call('PEXPIRE', key, ttl)
+    redis.call('ZREM', KEYS[1], ARGV[i + 1])
+  elseif redis.call('EXISTS', key) == 1 and redis.call('HEXISTS', key, 'closed') == 0 then
+    redis.call('HSET', key, 'tasked', '1')
+  end
+end
+return 0
+"""
+
+#: ARGV: the marker TTL (ms), then the events' ids. An event is closed (and its state replied)
+#: only by the call that removed it from the due set; the others reply ``taken``.
+_EXPIRE = """
+local ttl = ARGV[1]
+local out = {}
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  local s = {'taken', false, false, false, false}
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    s = redis.call('HMGET', key, 'closed', 'features', 'prediction', 'tasked', 'label')
+    s[1] = false
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'closed', 'expired')
+    redis.call('PEXPIRE', key, ttl)
+  end
+  for k = 1, 5 do out[#out + 1] = s[k] end
+end
+return out
+"""
+
+_SHA = {
+    script: hashlib.sha1(script.encode()).hexdigest() for script in (_ADD, _PARK, _SETTLE, _EXPIRE)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,19 +129,24 @@ class PendingEvent:
     expired: bool = False
 
 
-def _event(parts: list[Any], early_label: Any, labeled: Any = 0, expired: Any = 0) -> PendingEvent:
-    features, prediction, tasked = parts
+def _event(values: Sequence[Any]) -> PendingEvent:
+    closed, features, prediction, tasked, label = values
     return PendingEvent(
-        features, prediction, early_label, tasked is not None, bool(labeled), bool(expired)
+        features, prediction, label, tasked is not None, closed == b"joined", closed == b"expired"
     )
+
+
+def shard_of(event_id: str) -> int:
+    """The shard an event's state lives in."""
+    return zlib.crc32(event_id.encode()) % SHARDS
 
 
 class PendingStore:
     """Pending features and predictions, early labels, and the markers that make replays harmless.
 
-    The sorted set decides expiry (the sweep); the Redis TTLs on hashes and early labels are
-    only a safety net for a deployment that stopped sweeping, so they are the markers' longer
-    TTL: a shorter one could delete an item before the sweep counted it.
+    The sorted sets decide expiry (the sweep); the Redis TTLs on the hashes are only a safety net
+    for a deployment that stopped sweeping, so they are the markers' longer TTL: a shorter one
+    could delete an item before the sweep counted it.
     """
 
     def __init__(
@@ -54,154 +157,137 @@ class PendingStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
-        self.prefix = f"eddy:{namespace}:"
-        self.due_key = f"{self.prefix}due"
+        self.prefixes = [f"eddy:{{{namespace}:{shard}}}:" for shard in range(SHARDS)]
+        self.due_keys = [prefix + "due" for prefix in self.prefixes]
         self.pending_ttl_s = pending_ttl_s
         self.marker_ttl_ms = max(1, round(pending_ttl_s * 10_000))  # 10 x the pending time
         self.clock = clock
 
-    def _pending(self, event_id: str) -> str:
-        return f"{self.prefix}pending:{event_id}"
+    def _by_shard(self, event_ids: Collection[str]) -> dict[int, list[str]]:
+        shards: dict[int, list[str]] = defaultdict(list)
+        for event_id in event_ids:
+            shards[shard_of(event_id)].append(event_id)
+        return shards
 
-    def _early(self, event_id: str) -> str:
-        return f"{self.prefix}early:{event_id}"
+    def _keys(self, shard: int, event_ids: list[str]) -> list[str]:
+        prefix = self.prefixes[shard] + "event:"
+        return [self.due_keys[shard], *(prefix + i for i in event_ids)]
 
-    def _labeled(self, event_id: str) -> str:
-        return f"{self.prefix}labeled:{event_id}"
+    def _run(self, script: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Each call's reply; all calls go in one round trip.
 
-    def _expired(self, event_id: str) -> str:
-        return f"{self.prefix}expired:{event_id}"
+        A server that does not know the script yet (first use, restart, fail-over) gets it with
+        that call again: a call that failed with NOSCRIPT did nothing, so repeating it is safe.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(_SHA[script], len(keys), *keys, *args)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        for k, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):
+                keys, args = calls[k]
+                replies[k] = self.client.eval(script, len(keys), *keys, *args)
+            elif isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _states(
+        self, script: str, head: list[Any], items: Mapping[str, bytes], with_ids: bool
+    ) -> dict[str, PendingEvent]:
+        """Run ``script`` on each shard's share of ``items``; each event's state as replied."""
+        shards = self._by_shard(items)
+        calls = []
+        for shard, event_ids in shards.items():
+            args = list(head)
+            for event_id in event_ids:
+                if with_ids:
+                    args.append(event_id)
+                args.append(items[event_id])
+            calls.append((self._keys(shard, event_ids), args))
+        states: dict[str, PendingEvent] = {}
+        for event_ids, reply in zip(shards.values(), self._run(script, calls), strict=True):
+            for k, event_id in enumerate(event_ids):
+                states[event_id] = _event(reply[k * _WIDTH : (k + 1) * _WIDTH])
+        return states
 
     def lookup(self, event_ids: Collection[str]) -> dict[str, PendingEvent]:
         """Everything stored about each id, markers included."""
-        if not event_ids:
-            return {}
         pipe = self.client.pipeline(transaction=False)
         for event_id in event_ids:
-            pipe.hmget(self._pending(event_id), _PARTS)
-        pipe.mget(
-            [key(i) for key in (self._early, self._labeled, self._expired) for i in event_ids]
-        )
-        replies = pipe.execute()
-        n = len(event_ids)
-        flags = replies[n]
-        return {
-            event_id: _event(replies[i], flags[i], flags[n + i], flags[2 * n + i])
-            for i, event_id in enumerate(event_ids)
-        }
-
-    def closed(self, event_ids: Collection[str]) -> set[str]:
-        """The ids among ``event_ids`` already joined or expired (one command for the batch)."""
-        if not event_ids:
-            return set()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.mget([key(i) for key in (self._labeled, self._expired) for i in event_ids])
-        flags = pipe.execute()[0]
-        n = len(event_ids)
-        return {i for k, i in enumerate(event_ids) if flags[k] or flags[n + k]}
+            pipe.hmget(self.prefixes[shard_of(event_id)] + "event:" + event_id, _FIELDS)
+        return {i: _event(values) for i, values in zip(event_ids, pipe.execute(), strict=True)}
 
     def add_features(self, features: Mapping[str, bytes]) -> dict[str, PendingEvent]:
-        """Store FeatureEvent JSON by id; returns what each event has right after the write."""
+        """Store FeatureEvent JSON by id unless its event is closed; each event's state after."""
         return self._add("features", features)
 
     def add_predictions(self, predictions: Mapping[str, bytes]) -> dict[str, PendingEvent]:
-        """Store Prediction JSON by id; returns what each event has right after the write."""
+        """Store Prediction JSON by id unless its event is closed; each event's state after."""
         return self._add("prediction", predictions)
 
     def _add(self, part: str, items: Mapping[str, bytes]) -> dict[str, PendingEvent]:
-        """Write one part of each event, then read all of it back in the same pipeline.
+        """Write one part of each open event and read all of it, in one step on the server.
 
-        Writing before reading is what makes the join safe across instances: of a label parked
-        by one instance and features stored by another, the later of the two reads sees the
-        other, so an example may come twice (consumers de-duplicate) but is never lost.
-        Rewriting the same part is harmless, and ``NX`` keeps the first deadline on replays.
+        The write and the read are atomic, so of a label parked by one instance and features
+        stored by another, the later sees the other: an example may come twice (consumers
+        de-duplicate) but is never lost. Rewriting the same part is harmless, and ``NX`` keeps
+        the first deadline on replays.
         """
         if not items:
             return {}
-        pipe = self.client.pipeline(transaction=False)
-        for event_id, raw in items.items():
-            pipe.hset(self._pending(event_id), part, raw)
-            pipe.pexpire(self._pending(event_id), self.marker_ttl_ms)
-        pipe.zadd(self.due_key, dict.fromkeys(items, self.clock() + self.pending_ttl_s), nx=True)
-        for event_id in items:
-            pipe.hmget(self._pending(event_id), _PARTS)
-        pipe.mget([self._early(i) for i in items])
-        replies = pipe.execute()
-        n = len(items)
-        parts, early = replies[2 * n + 1 : 3 * n + 1], replies[3 * n + 1]
-        return {event_id: _event(parts[i], early[i]) for i, event_id in enumerate(items)}
+        deadline = self.clock() + self.pending_ttl_s
+        return self._states(_ADD, [part, deadline, self.marker_ttl_ms], items, with_ids=True)
 
-    def park_labels(self, labels: Mapping[str, bytes]) -> dict[str, PendingEvent | None]:
-        """Park Label JSON by id until its features come; returns what each event has now.
+    def park_labels(self, labels: Mapping[str, bytes]) -> dict[str, PendingEvent]:
+        """Park Label JSON by id where it must wait; returns what each event had before.
 
-        None for an id where another label was parked first (the first label wins).
+        A label is parked only if its event is open, has no features yet and no parked label
+        (the first label wins); a label whose features are here is joined by the caller, and
+        parked nowhere, so that a crash before the join is acknowledged loses nothing.
         """
         if not labels:
             return {}
-        pipe = self.client.pipeline(transaction=False)
-        for event_id, raw in labels.items():
-            pipe.set(self._early(event_id), raw, nx=True, px=self.marker_ttl_ms)
-        pipe.zadd(self.due_key, dict.fromkeys(labels, self.clock() + self.pending_ttl_s), nx=True)
-        for event_id in labels:
-            pipe.hmget(self._pending(event_id), _PARTS)
-        replies = pipe.execute()
-        n = len(labels)
-        return {
-            event_id: _event(replies[n + 1 + i], raw) if replies[i] else None
-            for i, (event_id, raw) in enumerate(labels.items())
-        }
+        deadline = self.clock() + self.pending_ttl_s
+        return self._states(_PARK, [deadline, self.marker_ttl_ms], labels, with_ids=True)
 
-    def mark_tasked(self, event_ids: Iterable[str]) -> None:
-        """Remember that a labeling task was produced for these pending events."""
-        pipe = self.client.pipeline(transaction=False)
-        for event_id in event_ids:
-            pipe.hset(self._pending(event_id), "tasked", b"1")
-            pipe.pexpire(self._pending(event_id), self.marker_ttl_ms)  # never an orphan w/o TTL
-        pipe.execute()
+    def settle(self, joined: Collection[str], tasked: Collection[str]) -> None:
+        """Record what an acknowledged batch decided.
 
-    def mark_labeled(self, event_ids: Collection[str]) -> None:
-        """Close joined events: a marker that turns later labels into duplicates, state gone."""
-        if not event_ids:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for event_id in event_ids:
-            pipe.set(self._labeled(event_id), b"1", px=self.marker_ttl_ms)
-        self._forget(pipe, event_ids)
-        pipe.zrem(self.due_key, *event_ids)
-        pipe.execute()
+        Joined events are closed: their state goes, a marker turns later labels into duplicates.
+        Tasked events that are still open are remembered as asked.
+        """
+        calls = []
+        joined_by_shard, tasked_by_shard = self._by_shard(joined), self._by_shard(tasked)
+        for shard in joined_by_shard.keys() | tasked_by_shard.keys():
+            done, asked = joined_by_shard.get(shard, []), tasked_by_shard.get(shard, [])
+            keys = self._keys(shard, done + asked)
+            calls.append((keys, [self.marker_ttl_ms, len(done), *done]))
+        if calls:
+            self._run(_SETTLE, calls)
 
     def pop_expired(self, limit: int) -> dict[str, PendingEvent]:
-        """Close up to ``limit`` events whose deadline passed; returns what each held.
+        """Close up to ``limit`` events whose deadline passed, earliest first; what each held.
 
-        Each id is claimed with its own ``ZREM``, so of several instances sweeping at once
-        exactly one counts it. A crash between the claim and the clean-up leaves the state to
-        its safety TTL, uncounted (counters restart with the process anyway).
+        Each id is claimed by removing it from its due set, so of several instances sweeping at
+        once exactly one counts it.
         """
         pipe = self.client.pipeline(transaction=False)
-        pipe.zrangebyscore(self.due_key, "-inf", self.clock(), start=0, num=limit)
-        event_ids = [raw.decode() for raw in pipe.execute()[0]]
-        if not event_ids:
+        for due_key in self.due_keys:
+            pipe.zrangebyscore(due_key, "-inf", self.clock(), start=0, num=limit, withscores=True)
+        due = sorted((score, raw.decode()) for found in pipe.execute() for raw, score in found)[
+            :limit
+        ]
+        if not due:
             return {}
-        n = len(event_ids)
-        for event_id in event_ids:
-            pipe.zrem(self.due_key, event_id)
-        for event_id in event_ids:
-            pipe.hmget(self._pending(event_id), _PARTS)
-        pipe.mget([self._early(i) for i in event_ids])
-        replies = pipe.execute()
-        early = replies[2 * n]
-        expired = {
-            event_id: _event(replies[n + i], early[i])
-            for i, event_id in enumerate(event_ids)
-            if replies[i]
-        }
-        if expired:
-            for event_id in expired:
-                pipe.set(self._expired(event_id), b"1", px=self.marker_ttl_ms)
-            self._forget(pipe, expired)
-            pipe.execute()
+        shards = self._by_shard([event_id for _score, event_id in due])
+        calls = [
+            (self._keys(shard, event_ids), [self.marker_ttl_ms, *event_ids])
+            for shard, event_ids in shards.items()
+        ]
+        expired: dict[str, PendingEvent] = {}
+        for event_ids, reply in zip(shards.values(), self._run(_EXPIRE, calls), strict=True):
+            for k, event_id in enumerate(event_ids):
+                values = reply[k * _WIDTH : (k + 1) * _WIDTH]
+                if values[0] is None:  # claimed by this call
+                    expired[event_id] = _event(values)
         return expired
-
-    def _forget(self, pipe: redis.client.Pipeline, event_ids: Collection[str]) -> None:
-        """Queue the deletion of the events' pending hashes and parked labels (one command)."""
-        pipe.delete(*(key(i) for key in (self._pending, self._early) for i in event_ids))

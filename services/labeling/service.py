@@ -67,12 +67,10 @@ class Labeling:
         """Store features; join any label parked for them, else ask for one if unsure."""
         effects = Effects()
         events = self._decode_unique(messages, FeatureEvent, effects)
-        fresh = self._open(events)
+        fresh = self._open(events, self.store.add_features)
         joined: list[str] = []
         tasked: list[str] = []
-        now = self.store.add_features({i: raw for i, (_e, raw) in fresh.items()})
-        for event_id, (event, _raw) in fresh.items():
-            state = now[event_id]
+        for event_id, (event, state) in fresh.items():
             if state.early_label is not None:
                 label = Label.model_validate_json(state.early_label)
                 example = training_example(event, label, _prediction(state))
@@ -95,11 +93,9 @@ class Labeling:
         predictions = self._decode_unique(
             messages, Prediction, effects, keep=lambda p: p.variant == "champion"
         )
-        fresh = self._open(predictions)
+        fresh = self._open(predictions, self.store.add_predictions)
         tasked: list[str] = []
-        now = self.store.add_predictions({i: raw for i, (_p, raw) in fresh.items()})
-        for event_id, (prediction, _raw) in fresh.items():
-            state = now[event_id]
+        for event_id, (prediction, state) in fresh.items():
             if state.features is None or state.early_label is not None:
                 continue  # the features' handler asks, or joins, when they come
             if uncertainty_worth_asking(prediction, self.task_uncertainty) is None:
@@ -115,28 +111,23 @@ class Labeling:
         effects = Effects()
         outcomes: Counter[LabelOutcome] = Counter()
         labels = self._decode_unique(messages, Label, effects, repeats=outcomes)
-        known = self.store.lookup(labels)
+        joining = [i for i in labels if i in self.joining]
+        outcomes["duplicate"] += len(joining)  # its event is being joined by a batch in flight
+        known = self.store.park_labels(
+            {i: raw for i, (_label, raw) in labels.items() if i not in self.joining}
+        )
         ready: list[tuple[Label, PendingEvent]] = []
-        to_park: dict[str, bytes] = {}
-        for event_id, (label, raw) in labels.items():
-            state = known[event_id]
+        for event_id, state in known.items():
             if state.labeled or state.early_label is not None:
                 # a parked label stays until its join is acknowledged: it also stands for a label
-                # being joined in this very batch
+                # being joined in this very batch, or one another instance parked first
                 outcomes["duplicate"] += 1
             elif state.expired:
                 outcomes["expired"] += 1
             elif state.features is not None:
-                ready.append((label, state))
+                ready.append((labels[event_id][0], state))
             else:
-                to_park[event_id] = raw
-        for event_id, parked in self.store.park_labels(to_park).items():
-            if parked is None:
-                outcomes["duplicate"] += 1  # another instance parked a label first
-            elif parked.features is not None:
-                ready.append((labels[event_id][0], parked))  # features came meanwhile
-            else:
-                outcomes["early"] += 1
+                outcomes["early"] += 1  # parked until its features come
         joined: list[str] = []
         for label, state in ready:
             assert state.features is not None
@@ -194,10 +185,21 @@ class Labeling:
             self.duplicates.inc(repeated)
         return unique
 
-    def _open(self, items: dict[str, tuple[EventT, bytes]]) -> dict[str, tuple[EventT, bytes]]:
-        """The items whose event is neither joined (or joining) nor expired; the rest count."""
-        closed = self.store.closed(items) | self.joining
-        fresh = {i: item for i, item in items.items() if i not in closed}
+    def _open(
+        self,
+        items: dict[str, tuple[EventT, bytes]],
+        store: Callable[[dict[str, bytes]], dict[str, PendingEvent]],
+    ) -> dict[str, tuple[EventT, PendingEvent]]:
+        """Store the items of events neither joined (or joining) nor expired; each with its state.
+
+        The rest count as ignored.
+        """
+        states = store({i: raw for i, (_item, raw) in items.items() if i not in self.joining})
+        fresh = {
+            i: (items[i][0], state)
+            for i, state in states.items()
+            if not (state.labeled or state.expired)
+        }
         if len(fresh) < len(items):
             self.counts.ignored(len(items) - len(fresh))
         return fresh
@@ -228,19 +230,13 @@ class Labeling:
         self.joining.update(joined)
         self.tasking.update(tasked)
         self.counts.tasks(len(tasked))
-        if joined:
-            effects.after_ack.append(
-                lambda: self._mark(self.store.mark_labeled, joined, self.joining)
-            )
-        if tasked:
-            effects.after_ack.append(
-                lambda: self._mark(self.store.mark_tasked, tasked, self.tasking)
-            )
+        if joined or tasked:
+            effects.after_ack.append(lambda: self._settle(joined, tasked))
 
-    @staticmethod
-    def _mark(mark: Callable[[list[str]], None], event_ids: list[str], in_flight: set[str]) -> None:
-        mark(event_ids)
-        in_flight.difference_update(event_ids)
+    def _settle(self, joined: list[str], tasked: list[str]) -> None:
+        self.store.settle(joined, tasked)
+        self.joining.difference_update(joined)
+        self.tasking.difference_update(tasked)
 
 
 def _prediction(state: PendingEvent) -> Prediction | None:

@@ -1,0 +1,127 @@
+"""labeling's Redis store on the real embedded Redis: batches spread over shards, one slot each."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from confluent_kafka import Message
+from redis.crc import key_slot
+
+from schemas import Label
+from services.core.runtime import Runtime
+from services.core.settings import Settings
+from services.core.state import connect_redis
+from services.core.stream import BatchHandler, Effects, StopSignal
+from services.core.topics import Topics
+from services.labeling.pending import SHARDS, PendingEvent, PendingStore, shard_of
+from services.labeling.service import Labeling
+from tests.integration.support import feature_events
+
+
+def _store(settings: Settings, pending_ttl_s: float = 60.0) -> PendingStore:
+    return PendingStore(connect_redis(settings), f"{settings.topic_prefix}labeling", pending_ttl_s)
+
+
+def test_every_key_one_script_call_touches_is_in_the_slot_of_its_shards_due_set(
+    settings: Settings,
+) -> None:
+    store = _store(settings)
+    ids = [f"ev-{i}" for i in range(200)]
+    store.add_features(dict.fromkeys(ids, b"{}"))
+    store.park_labels(dict.fromkeys(ids[:50], b"{}"))
+    keys = [k.decode() for k in store.client.scan_iter(f"eddy:{{{settings.topic_prefix}*")]
+
+    slots: dict[int, set[int]] = defaultdict(set)
+    for key in keys:
+        shard = int(key.split("}", 1)[0].rsplit(":", 1)[1])
+        slots[shard].add(key_slot(key.encode()))
+    assert len(keys) == 200 + SHARDS, "one hash per event and one due set per shard"
+    assert all(len(found) == 1 for found in slots.values()), "a shard's keys span slots"
+    assert len({slot for found in slots.values() for slot in found}) == SHARDS
+    assert all(store.prefixes[shard_of(i)] + "event:" + i in keys for i in ids)
+
+
+def test_a_batch_over_every_shard_comes_back_whole_and_in_each_events_own_state(
+    settings: Settings,
+) -> None:
+    store = _store(settings)
+    ids = [f"ev-{i}" for i in range(100)]
+    store.add_predictions({i: f"p{i}".encode() for i in ids[:60]})
+    parked = store.park_labels({i: f"l{i}".encode() for i in ids[40:]})
+    added = store.add_features({i: f"f{i}".encode() for i in ids})
+
+    assert parked == {
+        i: PendingEvent(prediction=f"p{i}".encode() if int(i[3:]) < 60 else None) for i in ids[40:]
+    }, "a label reports the state before it was parked"
+    for i in ids:
+        n = int(i[3:])
+        assert added[i] == PendingEvent(
+            features=f"f{i}".encode(),
+            prediction=f"p{i}".encode() if n < 60 else None,
+            early_label=f"l{i}".encode() if n >= 40 else None,
+        )
+
+
+def test_a_label_for_an_event_whose_features_are_here_is_not_parked(settings: Settings) -> None:
+    store = _store(settings)
+    store.add_features({"ev-1": b"f"})
+    first = store.park_labels({"ev-1": b"yes"})
+    second = store.park_labels({"ev-1": b"no"})
+
+    assert first == second == {"ev-1": PendingEvent(features=b"f")}
+    assert store.lookup(["ev-1"])["ev-1"].early_label is None
+
+
+def test_a_closed_event_takes_no_more_features_predictions_or_labels(settings: Settings) -> None:
+    store = _store(settings)
+    store.add_features({"ev-1": b"f"})
+    store.settle(joined=["ev-1"], tasked=[])
+    after = (
+        store.add_features({"ev-1": b"f"}),
+        store.add_predictions({"ev-1": b"p"}),
+        store.park_labels({"ev-1": b"l"}),
+    )
+
+    assert all(states == {"ev-1": PendingEvent(labeled=True)} for states in after)
+    assert store.lookup(["ev-1"]) == {"ev-1": PendingEvent(labeled=True)}
+    assert store.pop_expired(10) == {}, "a joined event is no longer due"
+
+
+def test_the_store_works_on_after_the_server_forgot_its_scripts(settings: Settings) -> None:
+    store = _store(settings)
+    store.add_features({"ev-1": b"f"})
+    store.client.script_flush()
+    added = store.add_predictions({"ev-1": b"p"})
+
+    assert added == {"ev-1": PendingEvent(features=b"f", prediction=b"p")}
+
+
+def test_a_label_repeated_while_its_join_is_in_flight_gives_one_example(
+    settings: Settings,
+) -> None:
+    event = feature_events(1)[0]
+    label = Label(event_id=event.event_id, label=True).model_dump_json().encode()
+    runtime = Runtime(
+        "labeling",
+        settings,
+        Topics(settings.topic_prefix),
+        connect_redis(settings),
+        StopSignal(),
+        0,
+    )
+    labeling = Labeling(runtime)
+
+    def batch(handler: BatchHandler, value: bytes) -> Effects:
+        return handler([Message(topic="t", partition=0, offset=0, key=b"k", value=value)])
+
+    batch(labeling.on_features, event.model_dump_json().encode())
+    first = batch(labeling.on_labels, label)  # produced, not yet acknowledged
+    second = batch(labeling.on_labels, label)
+    for effect in [*first.after_ack, *second.after_ack]:
+        effect()
+    third = batch(labeling.on_labels, label)
+
+    assert [json.loads(o.value)["event_id"] for o in first.outputs] == [event.event_id]
+    assert second.outputs == [] and third.outputs == []
+    assert labeling.counts.totals == {"joined": 1, "duplicate": 2}
