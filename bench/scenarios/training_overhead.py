@@ -6,8 +6,10 @@ rate is taken from ``eddy_examples_learned_total`` on its /metrics page, between
 the examples, so start-up and the group join do not count. Scheduled versions are switched off
 (one version per run: the initial one), so the figure is learning, not publishing. The
 baselines run in this process on the same rows over the same middle 80%: ``learn_one`` alone
-(the issue's baseline), and ``predict_one`` then ``learn_one`` (what training must do to keep
-its prequential score; its ratio is reported without a target).
+(the issue's baseline); ``predict_one`` then ``learn_one`` (what training must do to keep its
+prequential score); and that after validating each wire message with its pydantic model (the
+service's whole per-example work without Kafka). The last two ratios have no target: they
+split the gap into the prequential score, validation, and the loop itself.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import itertools
 import os
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.harness import Context, Figure, median_figure
 from bench.scenarios.serving_throughput import synthetic_rows
@@ -37,20 +39,30 @@ LEARNED = "eddy_examples_learned_total"
 #: the GIL held), so reading every 10 ms would slow it down by a tenth.
 SAMPLE_EVERY_S = 0.1
 Rows = list[tuple[Features, Target]]
+T = TypeVar("T")
+
+
+def encoded_examples(rows: Rows) -> list[bytes]:
+    """The rows as labelled ``TrainingExample`` messages, as they travel on the wire."""
+    now = datetime.now(UTC)
+    return [
+        TrainingExample(
+            event_id=f"b-{i}", entity_id=f"e{i % 100}", ts=now, features=features, label=label
+        )
+        .model_dump_json()
+        .encode()
+        for i, (features, label) in enumerate(rows)
+    ]
 
 
 def produce_examples(settings: Settings, rows: Rows) -> None:
     """The rows as labelled ``TrainingExample`` messages on ``training.examples``."""
     producer = make_producer(settings, **{"linger.ms": 20})
     topic = Topics(settings.topic_prefix)("training_examples")
-    now = datetime.now(UTC)
-    for i, (features, label) in enumerate(rows):
-        example = TrainingExample(
-            event_id=f"b-{i}", entity_id=f"e{i % 100}", ts=now, features=features, label=label
-        )
+    for i, value in enumerate(encoded_examples(rows)):
         while True:
             try:
-                producer.produce(topic, example.model_dump_json().encode(), b"e%d" % (i % 100))
+                producer.produce(topic, value, b"e%d" % (i % 100))
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -101,7 +113,11 @@ def service_rate(ctx: Context, rows: Rows, timeout_s: float = 300) -> Rate:
     port = free_port()
     count = len(rows)
     samples: list[tuple[float, float, float]] = []  # (wall, examples learned, CPU seconds)
-    env = {"EDDY_TRAINING__PUBLISH_EVERY": str(10 * count), "EDDY_METRICS_PORT": str(port)}
+    env = {
+        "EDDY_TRAINING__PUBLISH_EVERY": str(10 * count),
+        "EDDY_TRAINING__FIRST_INTERVAL": "0",
+        "EDDY_METRICS_PORT": str(port),
+    }
     with ctx.services(settings, "training", **env) as (training,):
         assert training.process is not None
         deadline = time.monotonic() + timeout_s
@@ -122,50 +138,69 @@ def service_rate(ctx: Context, rows: Rows, timeout_s: float = 300) -> Rate:
     return Rate(count * 0.8 / (wall_high - wall_low), count * 0.8 / (cpu_high - cpu_low))
 
 
-def in_process_rate(rows: Rows, step: Callable[[Any, Features, Target], None]) -> Rate:
-    """The rate of ``step`` on a fresh default model over the middle 80% of ``rows``."""
+def in_process_rate(items: Sequence[T], step: Callable[[Any, T], None]) -> Rate:
+    """The rate of ``step`` on a fresh default model over the middle 80% of ``items``."""
     model = default_classifier()
-    low, high = len(rows) // 10, len(rows) * 9 // 10
-    for features, label in rows[:low]:
-        step(model, features, label)
+    low, high = len(items) // 10, len(items) * 9 // 10
+    for item in items[:low]:
+        step(model, item)
     wall, cpu = time.perf_counter(), time.thread_time()
-    for features, label in rows[low:high]:
-        step(model, features, label)
+    for item in items[low:high]:
+        step(model, item)
     return Rate(
         (high - low) / (time.perf_counter() - wall), (high - low) / (time.thread_time() - cpu)
     )
 
 
-def learn_only(model: Any, features: Features, label: Target) -> None:
+def learn_only(model: Any, row: tuple[Features, Target]) -> None:
     """River's ``learn_one``: the issue's baseline."""
-    model.learn_one(features, label)
+    model.learn_one(*row)
 
 
-def test_then_train(model: Any, features: Features, label: Target) -> None:
-    """``predict_one`` then ``learn_one``: the work training does per example."""
-    model.predict_one(features)
-    model.learn_one(features, label)
+def test_then_train(model: Any, row: tuple[Features, Target]) -> None:
+    """``predict_one`` then ``learn_one``: what training must do to keep its prequential score."""
+    model.predict_one(row[0])
+    model.learn_one(*row)
+
+
+def decode_test_then_train(model: Any, value: bytes) -> None:
+    """Validate the wire message, then test-then-train: the service's work without Kafka."""
+    example = TrainingExample.model_validate_json(value)
+    model.predict_one(example.features)
+    model.learn_one(example.features, example.label)
 
 
 def run(ctx: Context) -> list[Figure]:
     """Median examples/s of training and of both in-process loops, and the ratios."""
     count = 5_000 if ctx.quick else 30_000
     rows: Rows = [(dict(x), y) for x, y in synthetic_rows(count, seed=3)]
+    wire = encoded_examples(rows)
+
+    def baselines() -> tuple[Rate, Rate, Rate]:
+        return (
+            in_process_rate(rows, learn_only),
+            in_process_rate(rows, test_then_train),
+            in_process_rate(wire, decode_test_then_train),
+        )
+
     service: list[Rate] = []
     learn: list[Rate] = []
     tested: list[Rate] = []
+    decoded: list[Rate] = []
     for i in range(ctx.repeats):
         # baselines just before and just after the service, averaged: the machine is shared,
         # and its load moves on the scale of one measurement
-        before = (in_process_rate(rows, learn_only), in_process_rate(rows, test_then_train))
+        before = baselines()
         service.append(service_rate(ctx, rows))
-        after = (in_process_rate(rows, learn_only), in_process_rate(rows, test_then_train))
+        after = baselines()
         learn.append(_mean(before[0], after[0]))
         tested.append(_mean(before[1], after[1]))
+        decoded.append(_mean(before[2], after[2]))
         ctx.progress(
             f"   run {i + 1}: River learn_one {learn[-1].wall:,.0f}/s, predict_one + learn_one "
-            f"{tested[-1].wall:,.0f}/s; training service {service[-1].wall:,.0f}/s "
-            f"(per CPU-second: {learn[-1].cpu:,.0f}, {tested[-1].cpu:,.0f}, {service[-1].cpu:,.0f})"
+            f"{tested[-1].wall:,.0f}/s, decode + both {decoded[-1].wall:,.0f}/s; training "
+            f"service {service[-1].wall:,.0f}/s (per CPU-second: {learn[-1].cpu:,.0f}, "
+            f"{tested[-1].cpu:,.0f}, {decoded[-1].cpu:,.0f}, {service[-1].cpu:,.0f})"
         )
     name = f"training examples/s, {count:,} examples"
     cpu_name = f"training examples per CPU-s, {count:,} examples"
@@ -188,6 +223,15 @@ def run(ctx: Context) -> list[Figure]:
             [r.wall for r in service],
             [r.wall for r in tested],
             note="test-then-train in-process: the work training must do per example; no target",
+        ),
+        median_figure(
+            SCENARIO,
+            f"{name} vs in-process decode + predict_one + learn_one",
+            "ex/s",
+            [r.wall for r in service],
+            [r.wall for r in decoded],
+            note="the same per-example work without Kafka: the ratio is the loop's own cost; "
+            "no target",
         ),
         median_figure(
             SCENARIO,
