@@ -8,9 +8,12 @@ idempotent by ``event_id``.
 Acknowledgements are pipelined: while a batch's outputs travel to the broker, the next batches
 are already handled (at most ``EDDY_KAFKA__MAX_IN_FLIGHT`` batches). Batches settle strictly in
 order, so an offset is never committed ahead of an unacknowledged earlier batch; a handler that
-de-duplicates must count ids of in-flight batches as seen. Before partitions are revoked and on
-shutdown, everything in flight is settled. With a transactional id the outputs and offsets of
-each batch commit atomically instead (exactly-once for ``read_committed`` consumers).
+de-duplicates must count ids of in-flight batches as seen. The offsets of settled batches are
+committed together, at most once per ``EDDY_KAFKA__COMMIT_INTERVAL_MS``: each commit is a
+request the broker must serve, and committing a little later only means replaying a little
+more after a crash. Before partitions are revoked and on shutdown, everything in flight is
+settled and committed. With a transactional id the outputs and offsets of each batch commit
+atomically instead (exactly-once for ``read_committed`` consumers).
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ class StreamProcessor:
         )
         self.max_in_flight = 1 if self.transactional else settings.kafka.max_in_flight
         self._in_flight: deque[_InFlight] = deque()
+        # offsets of settled batches not committed yet, the latest per partition
+        self._settled: dict[tuple[str, int], TopicPartition] = {}
+        self._commit_interval_s = settings.kafka.commit_interval_ms / 1000
+        self._last_commit = time.monotonic()
         self._delivery_errors: list[KafkaError] = []
         self._batch_seconds = metrics.BATCH_SECONDS.labels(service)
         self._consumed = {t: metrics.MESSAGES_CONSUMED.labels(service, t) for t in handlers}
@@ -217,6 +224,8 @@ class StreamProcessor:
                 )
             while self._in_flight and self._in_flight[0].remaining <= 0:
                 self._complete(self._in_flight.popleft())
+            if time.monotonic() - self._last_commit >= self._commit_interval_s:
+                self._commit_settled(asynchronous=True)
             if not block or len(self._in_flight) <= self.max_in_flight - 1:
                 return
             if time.monotonic() > deadline:
@@ -228,20 +237,29 @@ class StreamProcessor:
     def _complete(self, batch: _InFlight) -> None:
         for effect in batch.after_ack:
             effect()
-        if batch.commit:
-            self.consumer.commit(offsets=batch.commit, asynchronous=True)
+        for position in batch.commit:  # batches settle in order: a later offset replaces
+            self._settled[(position.topic, position.partition)] = position
         for topic, count in batch.produced.items():
             metrics.MESSAGES_PRODUCED.labels(self.service, topic).inc(count)
 
+    def _commit_settled(self, asynchronous: bool) -> None:
+        """Commit the offsets of every settled batch (all acknowledged, after-ack effects run)."""
+        if self._settled:
+            offsets, self._settled = list(self._settled.values()), {}
+            if asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            self._last_commit = time.monotonic()
+
     def settle_all(self) -> None:
         """Wait for every in-flight batch and commit it (before a revocation or a stop)."""
-        if not self._in_flight:
-            return
-        self.producer.flush(60)
-        self._settle(block=False)
         if self._in_flight:
-            raise DeliveryError(f"{len(self._in_flight)} batches unacknowledged after 60 s")
-        self.consumer.commit(asynchronous=False)
+            self.producer.flush(60)
+            self._settle(block=False)
+            if self._in_flight:
+                raise DeliveryError(f"{len(self._in_flight)} batches unacknowledged after 60 s")
+        self._commit_settled(asynchronous=False)
 
     def _send_in_transaction(self, effects: Effects, commit: list[TopicPartition]) -> None:
         produced: Counter[str] = Counter()

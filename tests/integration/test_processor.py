@@ -1,0 +1,103 @@
+"""The shared loop's delivery rule, on the real broker: offsets commit only for settled batches.
+
+A batch is settled once the broker acknowledged its outputs; the offsets of settled batches are
+committed together, at most once per ``commit_interval_ms``, and everything is settled and
+committed when the loop stops.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from confluent_kafka import ConsumerGroupTopicPartitions, Message
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+from schemas import FeatureEvent
+from services.core.kafka import make_admin
+from services.core.processor import StreamProcessor
+from services.core.settings import Settings
+from services.core.stream import Effects, Outbound, StopSignal
+from services.core.topics import Topics
+from tests.integration.support import OpenReader, feature_events, produce_features
+
+GROUP = "processor-test"
+
+
+def _echo(settings: Settings) -> dict[str, object]:
+    """Handlers that copy every feature event to ``predictions`` (the loop is what is tested)."""
+    topics = Topics(settings.topic_prefix)
+    sink = topics("predictions")
+
+    def handle(messages: Sequence[Message]) -> Effects:
+        return Effects(outputs=[Outbound(sink, m.key(), m.value() or b"") for m in messages])
+
+    return {topics("features"): handle}
+
+
+@contextmanager
+def _running(settings: Settings) -> Iterator[StreamProcessor]:
+    """A StreamProcessor running in a thread until the block ends (then stopped: SIGTERM-like)."""
+    processor = StreamProcessor(
+        settings,
+        "test",
+        Topics(settings.topic_prefix).group(GROUP),
+        _echo(settings),  # type: ignore[arg-type]
+        stop=StopSignal(),
+    )
+    thread = threading.Thread(target=processor.run, daemon=True)
+    thread.start()
+    try:
+        yield processor
+    finally:
+        processor.stop.event.set()
+        thread.join(30)
+        assert not thread.is_alive(), "the loop did not stop"
+
+
+def _committed(admin: AdminClient, settings: Settings) -> int:
+    """How many input messages the test group committed (fresh topics start at offset 0)."""
+    request = [ConsumerGroupTopicPartitions(Topics(settings.topic_prefix).group(GROUP))]
+    result = next(iter(admin.list_consumer_group_offsets(request).values())).result()
+    return sum(tp.offset for tp in result.topic_partitions if tp.offset >= 0)
+
+
+def test_settled_offsets_wait_for_the_commit_interval_and_are_all_committed_on_stop(
+    settings: Settings, reader: OpenReader
+) -> None:
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"commit_interval_ms": 600_000})}
+    )
+    admin = make_admin(settings)
+    events = feature_events(60)
+    outputs = reader("predictions", FeatureEvent)
+    with _running(settings):
+        produce_features(settings, events)
+        outputs.read_until(lambda items: len(items) >= len(events))
+        assert len(outputs.items) == len(events)
+        # every output is acknowledged, yet within the interval nothing was committed
+        assert _committed(admin, settings) == 0
+    assert _committed(admin, settings) == len(events)
+
+    with _running(settings):  # the same group resumes after what was committed
+        assert outputs.settle(quiet_s=3.0) == outputs.items[: len(events)]
+
+
+def test_with_no_commit_interval_settled_offsets_are_committed_while_the_loop_runs(
+    settings: Settings, reader: OpenReader
+) -> None:
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"commit_interval_ms": 0})}
+    )
+    admin = make_admin(settings)
+    events = feature_events(60)
+    outputs = reader("predictions", FeatureEvent)
+    with _running(settings):
+        produce_features(settings, events)
+        outputs.read_until(lambda items: len(items) >= len(events))
+        deadline = time.monotonic() + 30
+        while _committed(admin, settings) < len(events) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _committed(admin, settings) == len(events)
