@@ -208,6 +208,22 @@ def test_payloads_refuse_non_finite_floats() -> None:
         PAYLOADS["DriftEvent"].model_validate({**SAMPLES["DriftEvent"], "magnitude": float("nan")})
 
 
+def test_feature_values_keep_their_json_types() -> None:
+    wire = (
+        b'{"event_id": "e1", "entity_id": "a", "ts": "2024-05-01T12:00:00Z", "label": true, '
+        b'"features": {"amount": 12.5, "items": 3, "whole": 3.0, "is_new": true, "n": "7"}}'
+    )
+    features = PAYLOADS["TrainingExample"].model_validate_json(wire).features  # type: ignore[attr-defined]
+
+    assert [(v, type(v)) for v in features.values()] == [
+        (12.5, float),
+        (3, int),
+        (3.0, float),
+        (True, bool),
+        ("7", str),
+    ]
+
+
 def _isort_key(name: str) -> tuple[int, str]:
     # The order ruff's RUF022 keeps: CONSTANTS, then Classes, then the rest.
     if name.isupper():
