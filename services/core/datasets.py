@@ -32,6 +32,15 @@ AGRAWAL_BEFORE, AGRAWAL_AFTER = 4, 6
 LOOP_STREAMS = ("sea", "agrawal", *BUNDLED)
 
 
+def rows_available(name: str) -> int | None:
+    """How many rows a stream in ``LOOP_STREAMS`` has (None: a generator without end)."""
+    if name not in BUNDLED:
+        return None
+    from river import datasets
+
+    return int(getattr(datasets, BUNDLED[name][0])().n_samples)
+
+
 def stream(name: str) -> Iterator[Row]:
     """The rows of a bundled River dataset, in order."""
     from river import datasets

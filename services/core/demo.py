@@ -397,7 +397,7 @@ def run_demo(settings: Settings, echo: Echo, scenario: Scenario | None = None) -
         overrides: dict[str, object] = {
             "topic_prefix": settings.topic_prefix or f"demo-{uuid.uuid4().hex[:6]}.",
             "registry_dir": workdir / "registry",
-            "model_name": "sea",
+            "model_name": scenario.stream,
         }
         if not settings.signing_key.get_secret_value():
             overrides["signing_key"] = SecretStr(secrets.token_hex(32))
@@ -408,7 +408,9 @@ def run_demo(settings: Settings, echo: Echo, scenario: Scenario | None = None) -
             overrides.update(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
             overrides["kafka"] = settings.kafka.model_copy(update={"session_timeout_ms": 3000})
             echo(f"  broker {stack.kafka_bootstrap}, redis {stack.redis_url}")
-        configured = loop_settings(settings.model_copy(update=overrides))
+        configured = loop_settings(
+            settings.model_copy(update=overrides), feature_schema=scenario.stream
+        )
         started = time.monotonic()
         report = LoopRun(configured, scenario, workdir, echo).run()
         for line in report.summary():
