@@ -6,7 +6,8 @@ producer and label source. It offers raw events on a ramp of rates held for a fi
 (no pause between steps), every event's label following it ``LABEL_DELAY_S`` later, and once a
 second reads each service's consumer lag: the end offsets of its input topics minus the offsets
 its consumer group committed (the admin API; a service's inputs are the topics it is declared
-to read plus any its group committed on).
+to read plus any its group committed on), the end offsets interpolated to the moment the
+committed ones were read.
 
 A service *keeps up* during a step when, over the step without its first second, the
 least-squares slope of its lag is at most ``GROWTH_LIMIT`` of its input rate (messages/s that
@@ -144,10 +145,19 @@ class LagProbe:
         self.watched = {self.topics(role) for role in WATCHED}
 
     def sample(self) -> dict[str, LagSample]:
-        """Service → its lag now."""
-        committed = {s: self._committed(self.topics.group(s)) for s in SERVICES}
-        ends = self._ends()
-        at = time.monotonic()
+        """Service → its lag now.
+
+        The committed offsets (all groups at once) are read between two readings of the end
+        offsets, which are interpolated to that moment: under load one reading takes up to a
+        few hundred ms, and read one after the other, that time would count as lag (in
+        proportion to the input rate).
+        """
+        ends_at, ends = self._ends()
+        at, committed = self._committed()
+        after_at, after = self._ends()
+        share = (at - ends_at) / (after_at - ends_at) if after_at > ends_at else 1.0
+        for key, end in after.items():
+            ends[key] += round(share * (end - ends[key]))
         samples = {}
         for service in SERVICES:
             done_at = committed[service]
@@ -165,12 +175,13 @@ class LagProbe:
         """Close the tail reader."""
         self.tail.close()
 
-    def _ends(self) -> dict[tuple[str, int], int]:
-        """Every watched partition's end offset.
+    def _ends(self) -> tuple[float, dict[tuple[str, int], int]]:
+        """Every watched partition's end offset, and the middle of the time it took to read.
 
         The embedded broker reports the base offset of the last record batch + 1 as the end,
         short of the truth by up to a batch: the last batch is read to find its last offset.
         """
+        started = time.monotonic()
         wanted = [tp for tps in self.partitions.values() for tp in tps]
         latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
         futures = self.admin.list_offsets(dict.fromkeys(wanted, latest))
@@ -193,16 +204,30 @@ class LagProbe:
                     key = (topic, partition)
                     ends[key] = max(ends[key], offset + 1)
                     unread.discard(key)
-        return ends
+        return (started + time.monotonic()) / 2, ends
 
-    def _committed(self, group: str) -> dict[tuple[str, int], int]:
-        request = [ConsumerGroupTopicPartitions(group)]
-        result = next(iter(self.admin.list_consumer_group_offsets(request).values())).result()
-        return {
-            (tp.topic, tp.partition): tp.offset
-            for tp in result.topic_partitions
-            if tp.offset >= 0 and tp.topic in self.watched
+    def _committed(self) -> tuple[float, dict[str, dict[tuple[str, int], int]]]:
+        """Service → its group's committed offsets, all asked at once; and the middle moment."""
+        started = time.monotonic()
+        futures = {
+            service: next(
+                iter(
+                    self.admin.list_consumer_group_offsets(
+                        [ConsumerGroupTopicPartitions(self.topics.group(service))]
+                    ).values()
+                )
+            )
+            for service in SERVICES
         }
+        committed = {
+            service: {
+                (tp.topic, tp.partition): tp.offset
+                for tp in future.result().topic_partitions
+                if tp.offset >= 0 and tp.topic in self.watched
+            }
+            for service, future in futures.items()
+        }
+        return (started + time.monotonic()) / 2, committed
 
 
 def judge(samples: Sequence[LagSample]) -> StepVerdict:
