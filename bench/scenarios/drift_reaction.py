@@ -139,7 +139,8 @@ def run(ctx: Context) -> list[Figure]:
                 "events",
                 [served_detection(report, drift_at) for report in reports],
                 in_process_detection(in_process, drift_at),
-                note=f"baseline: the same detector on in-process errors (labels at once); "
+                note=f"baseline: the same detector on in-process errors, which sees each label "
+                f"at once (the loop: {stream.scenario.label_delay} events late); "
                 f"median drift events before the drift: {early:g}",
             ),
             _figure(

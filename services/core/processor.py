@@ -63,7 +63,10 @@ class StreamProcessor:
         self.handlers = handlers
         self.stop = stop or StopSignal()
         self.transactional = transactional_id is not None
-        overrides = {"transactional.id": transactional_id} if transactional_id else {}
+        # the loop hands over a whole batch at once: lingering longer would only delay it
+        overrides: dict[str, object] = {"linger.ms": settings.kafka.batch_linger_ms}
+        if transactional_id:
+            overrides["transactional.id"] = transactional_id
         self.producer: Producer = make_producer(settings, **overrides)
         self.consumer: Consumer = make_consumer(
             settings,

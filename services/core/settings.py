@@ -39,7 +39,12 @@ class KafkaSettings(_Group):
     commit_interval_ms: int = Field(
         100, ge=0, description="At most one offset commit per this interval (0: every batch)."
     )
-    linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    linger_ms: int = Field(
+        5, ge=0, description="Producer batching delay of clients that send one event at a time."
+    )
+    batch_linger_ms: int = Field(
+        1, ge=0, description="Producer batching delay of the service loop (whole batches)."
+    )
     max_message_bytes: int = Field(
         1_000_000, ge=1024, description="Largest message a service produces or fetches."
     )
