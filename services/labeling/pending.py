@@ -18,8 +18,7 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.exceptions import NoScriptError
@@ -31,34 +30,57 @@ _FIELDS = ("closed", "features", "prediction", "tasked", "label")
 _WIDTH = len(_FIELDS)
 
 # Every script: KEYS[1] is the shard's due set, KEYS[2..] the events' hashes; replies are flat,
-# ``_WIDTH`` values per event in the order of ``_FIELDS`` (Lua false becomes a nil reply).
+# ``_WIDTH`` values per event in the order of ``_FIELDS`` (Lua false becomes a nil reply). Each
+# Redis command a script calls costs far more than its own work, so the due set is written with
+# one command per script call, and what the caller sent is not sent back.
+
+#: The Lua helpers every script starts with: the due set written in chunks (Lua's stack is small).
+_HELPERS = """
+local function due_add(deadlines)
+  for k = 1, #deadlines, 2000 do
+    redis.call('ZADD', KEYS[1], 'NX', unpack(deadlines, k, math.min(k + 1999, #deadlines)))
+  end
+end
+local function due_remove(ids)
+  for k = 1, #ids, 1000 do
+    redis.call('ZREM', KEYS[1], unpack(ids, k, math.min(k + 999, #ids)))
+  end
+end
+"""
 
 #: ARGV: the part (``features`` or ``prediction``), the deadline, the marker TTL (ms), then each
-#: event's id and value. A closed event is left as it is.
-_ADD = """
+#: event's id and value. A closed event is left as it is; the part written replies nil.
+_ADD = (
+    _HELPERS
+    + """
 local part, deadline, ttl = ARGV[1], ARGV[2], ARGV[3]
-local out = {}
+local out, deadlines = {}, {}
 for i = 2, #KEYS do
-  local key, value = KEYS[i], ARGV[2 * i + 1]
+  local key = KEYS[i]
   local s = redis.call('HMGET', key, 'closed', 'features', 'prediction', 'tasked', 'label')
   if not s[1] then
-    redis.call('HSET', key, part, value)
+    redis.call('HSET', key, part, ARGV[2 * i + 1])
     if not (s[2] or s[3] or s[5]) then  -- a new event: its safety TTL and its deadline
       redis.call('PEXPIRE', key, ttl)
-      redis.call('ZADD', KEYS[1], 'NX', deadline, ARGV[2 * i])
+      deadlines[#deadlines + 1] = deadline
+      deadlines[#deadlines + 1] = ARGV[2 * i]
     end
-    if part == 'features' then s[2] = value else s[3] = value end
+    if part == 'features' then s[2] = false else s[3] = false end
   end
   for k = 1, 5 do out[#out + 1] = s[k] end
 end
+due_add(deadlines)
 return out
 """
+)
 
 #: ARGV: the deadline, the marker TTL (ms), then each event's id and label. Replies with the state
 #: before; the label is parked only where the event is open, without features and without one.
-_PARK = """
+_PARK = (
+    _HELPERS
+    + """
 local deadline, ttl = ARGV[1], ARGV[2]
-local out = {}
+local out, deadlines = {}, {}
 for i = 2, #KEYS do
   local key = KEYS[i]
   local s = redis.call('HMGET', key, 'closed', 'features', 'prediction', 'tasked', 'label')
@@ -66,31 +88,41 @@ for i = 2, #KEYS do
     redis.call('HSET', key, 'label', ARGV[2 * i])
     if not s[3] then  -- a new event: its safety TTL and its deadline
       redis.call('PEXPIRE', key, ttl)
-      redis.call('ZADD', KEYS[1], 'NX', deadline, ARGV[2 * i - 1])
+      deadlines[#deadlines + 1] = deadline
+      deadlines[#deadlines + 1] = ARGV[2 * i - 1]
     end
   end
   for k = 1, 5 do out[#out + 1] = s[k] end
 end
+due_add(deadlines)
 return out
 """
+)
 
 #: ARGV: the marker TTL (ms), how many events (first) were joined, then the joined events' ids.
-#: Joined events are closed; the rest are marked tasked if they are still open.
-_SETTLE = """
+#: Joined events are closed, keeping the hash's TTL (at least 9 x the pending time is left, the
+#: join having come within it); the rest are marked tasked if they are still open.
+_SETTLE = (
+    _HELPERS
+    + """
 local ttl, joined = ARGV[1], tonumber(ARGV[2])
 for i = 2, #KEYS do
   local key = KEYS[i]
   if i - 1 <= joined then
-    redis.call('DEL', key)
     redis.call('HSET', key, 'closed', 'joined')
-    redis.call('PEXPIRE', key, ttl)
-    redis.call('ZREM', KEYS[1], ARGV[i + 1])
+    if redis.call('HDEL', key, 'features', 'prediction', 'tasked', 'label') == 0 then
+      redis.call('PEXPIRE', key, ttl)  -- the hash was gone: never a marker without a TTL
+    end
   elseif redis.call('EXISTS', key) == 1 and redis.call('HEXISTS', key, 'closed') == 0 then
     redis.call('HSET', key, 'tasked', '1')
   end
 end
+local ids = {}
+for k = 1, joined do ids[k] = ARGV[k + 2] end
+due_remove(ids)
 return 0
 """
+)
 
 #: ARGV: the marker TTL (ms), then the events' ids. An event is closed (and its state replied)
 #: only by the call that removed it from the due set; the others reply ``taken``.
@@ -117,9 +149,11 @@ _SHA = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class PendingEvent:
-    """What the store holds for one event id: raw JSON as it was stored, markers as flags."""
+class PendingEvent(NamedTuple):
+    """What the store holds for one event id: raw JSON as it was stored, markers as flags.
+
+    A tuple, not a dataclass: one is built per event of every batch.
+    """
 
     features: bytes | None = None
     prediction: bytes | None = None
@@ -192,22 +226,26 @@ class PendingStore:
         return replies
 
     def _states(
-        self, script: str, head: list[Any], items: Mapping[str, bytes], with_ids: bool
+        self, script: str, head: list[Any], items: Mapping[str, bytes], written: int | None
     ) -> dict[str, PendingEvent]:
-        """Run ``script`` on each shard's share of ``items``; each event's state as replied."""
+        """Run ``script`` on each shard's share of ``items`` (id, value pairs after ``head``).
+
+        Each event's state as replied; the field ``written`` of an open event is the value sent.
+        """
         shards = self._by_shard(items)
         calls = []
         for shard, event_ids in shards.items():
             args = list(head)
             for event_id in event_ids:
-                if with_ids:
-                    args.append(event_id)
-                args.append(items[event_id])
+                args += (event_id, items[event_id])
             calls.append((self._keys(shard, event_ids), args))
         states: dict[str, PendingEvent] = {}
         for event_ids, reply in zip(shards.values(), self._run(script, calls), strict=True):
             for k, event_id in enumerate(event_ids):
-                states[event_id] = _event(reply[k * _WIDTH : (k + 1) * _WIDTH])
+                values = reply[k * _WIDTH : (k + 1) * _WIDTH]
+                if written is not None and values[0] is None:
+                    values[written] = items[event_id]
+                states[event_id] = _event(values)
         return states
 
     def lookup(self, event_ids: Collection[str]) -> dict[str, PendingEvent]:
@@ -236,7 +274,8 @@ class PendingStore:
         if not items:
             return {}
         deadline = self.clock() + self.pending_ttl_s
-        return self._states(_ADD, [part, deadline, self.marker_ttl_ms], items, with_ids=True)
+        head = [part, deadline, self.marker_ttl_ms]
+        return self._states(_ADD, head, items, written=_FIELDS.index(part))
 
     def park_labels(self, labels: Mapping[str, bytes]) -> dict[str, PendingEvent]:
         """Park Label JSON by id where it must wait; returns what each event had before.
@@ -248,7 +287,7 @@ class PendingStore:
         if not labels:
             return {}
         deadline = self.clock() + self.pending_ttl_s
-        return self._states(_PARK, [deadline, self.marker_ttl_ms], labels, with_ids=True)
+        return self._states(_PARK, [deadline, self.marker_ttl_ms], labels, written=None)
 
     def settle(self, joined: Collection[str], tasked: Collection[str]) -> None:
         """Record what an acknowledged batch decided.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 
 from confluent_kafka import Message
@@ -125,3 +126,19 @@ def test_a_label_repeated_while_its_join_is_in_flight_gives_one_example(
     assert [json.loads(o.value)["event_id"] for o in first.outputs] == [event.event_id]
     assert second.outputs == [] and third.outputs == []
     assert labeling.counts.totals == {"joined": 1, "duplicate": 2}
+
+
+def test_every_event_key_keeps_a_ttl_whatever_happened_to_it(settings: Settings) -> None:
+    store = _store(settings, pending_ttl_s=0.01)
+    store.add_features({f"ev-{i}": b"f" for i in range(4)})
+    store.add_predictions({"ev-1": b"p", "ev-9": b"p"})
+    store.park_labels({"ev-2": b"l", "ev-8": b"l"})
+    store.settle(joined=["ev-0", "ev-1", "ev-7"], tasked=["ev-3", "ev-6"])  # ev-7 never stored
+    time.sleep(0.05)
+    store.pop_expired(100)
+    keys = list(store.client.scan_iter(f"eddy:{{{settings.topic_prefix}*:event:*"))
+    ttls = {key.decode().rsplit(":", 1)[1]: store.client.pttl(key) for key in keys}
+
+    assert set(ttls) == {"ev-0", "ev-1", "ev-2", "ev-3", "ev-7", "ev-8", "ev-9"}
+    assert all(ttl > 0 for ttl in ttls.values()), ttls
+    assert store.lookup(["ev-6"])["ev-6"] == PendingEvent(), "a task marks no unknown event"
