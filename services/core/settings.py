@@ -87,6 +87,12 @@ class LabelingSettings(_Group):
         0.4, ge=0, le=1, description="Ask a person when 1 - max class probability is at least this."
     )
     sweep_interval_s: float = Field(1.0, gt=0, description="How often expired items are counted.")
+    redis_shards: int = Field(
+        1,
+        ge=1,
+        le=16_384,
+        description="Redis Cluster slots the pending state is spread over (1 for a single Redis).",
+    )
 
 
 class TrainingSettings(_Group):

@@ -6,9 +6,11 @@ everything else gone; a sorted set ``due`` holds the pending ids scored by their
 Each operation is a Lua script that reads and writes a whole batch of events server-side, so a
 handler pays one round trip per batch and one command per shard, not several per event.
 
-Keys are spread over ``SHARDS`` hash tags (``eddy:{<namespace>:<shard>}:...``, the shard from
-the event id): one script call touches the keys of one shard only, all of them declared, so the
-scripts run on Redis Cluster too. Changing ``SHARDS`` strands the pending state of a deployment.
+Keys carry a hash tag per shard (``eddy:{<namespace>:<shard>}:...``, the shard from the event
+id): one script call touches the keys of one shard only, all of them declared, so the scripts
+run on Redis Cluster too, and more shards spread the state over more slots. Each shard costs a
+script call per batch, so one Redis wants one shard (``EDDY_LABELING__REDIS_SHARDS``); changing
+the number strands the pending state of a deployment.
 """
 
 from __future__ import annotations
@@ -22,9 +24,6 @@ from typing import Any, NamedTuple
 
 import redis
 from redis.exceptions import NoScriptError
-
-#: Hash tags the state is spread over (slots on Redis Cluster).
-SHARDS = 8
 
 _FIELDS = ("closed", "features", "prediction", "tasked", "label")
 _WIDTH = len(_FIELDS)
@@ -170,11 +169,6 @@ def _event(values: Sequence[Any]) -> PendingEvent:
     )
 
 
-def shard_of(event_id: str) -> int:
-    """The shard an event's state lives in."""
-    return zlib.crc32(event_id.encode()) % SHARDS
-
-
 class PendingStore:
     """Pending features and predictions, early labels, and the markers that make replays harmless.
 
@@ -189,18 +183,26 @@ class PendingStore:
         namespace: str,
         pending_ttl_s: float,
         clock: Callable[[], float] = time.time,
+        shards: int = 1,
     ) -> None:
         self.client = client
-        self.prefixes = [f"eddy:{{{namespace}:{shard}}}:" for shard in range(SHARDS)]
+        self.shards = shards
+        self.prefixes = [f"eddy:{{{namespace}:{shard}}}:" for shard in range(shards)]
         self.due_keys = [prefix + "due" for prefix in self.prefixes]
         self.pending_ttl_s = pending_ttl_s
         self.marker_ttl_ms = max(1, round(pending_ttl_s * 10_000))  # 10 x the pending time
         self.clock = clock
 
+    def shard_of(self, event_id: str) -> int:
+        """The shard an event's state lives in."""
+        return zlib.crc32(event_id.encode()) % self.shards if self.shards > 1 else 0
+
     def _by_shard(self, event_ids: Collection[str]) -> dict[int, list[str]]:
+        if self.shards == 1:
+            return {0: list(event_ids)} if event_ids else {}
         shards: dict[int, list[str]] = defaultdict(list)
         for event_id in event_ids:
-            shards[shard_of(event_id)].append(event_id)
+            shards[self.shard_of(event_id)].append(event_id)
         return shards
 
     def _keys(self, shard: int, event_ids: list[str]) -> list[str]:
@@ -252,7 +254,7 @@ class PendingStore:
         """Everything stored about each id, markers included."""
         pipe = self.client.pipeline(transaction=False)
         for event_id in event_ids:
-            pipe.hmget(self.prefixes[shard_of(event_id)] + "event:" + event_id, _FIELDS)
+            pipe.hmget(self.prefixes[self.shard_of(event_id)] + "event:" + event_id, _FIELDS)
         return {i: _event(values) for i, values in zip(event_ids, pipe.execute(), strict=True)}
 
     def add_features(self, features: Mapping[str, bytes]) -> dict[str, PendingEvent]:

@@ -45,7 +45,12 @@ class Labeling:
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
         namespace = f"{settings.topic_prefix}{SERVICE}"
-        self.store = PendingStore(runtime.redis, namespace, settings.labeling.pending_ttl_s)
+        self.store = PendingStore(
+            runtime.redis,
+            namespace,
+            settings.labeling.pending_ttl_s,
+            shards=settings.labeling.redis_shards,
+        )
         self.task_uncertainty = settings.labeling.task_uncertainty
         self.examples_topic = runtime.topics("training_examples")
         self.tasks_topic = runtime.topics("labeling_tasks")

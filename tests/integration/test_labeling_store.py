@@ -15,13 +15,18 @@ from services.core.settings import Settings
 from services.core.state import connect_redis
 from services.core.stream import BatchHandler, Effects, StopSignal
 from services.core.topics import Topics
-from services.labeling.pending import SHARDS, PendingEvent, PendingStore, shard_of
+from services.labeling.pending import PendingEvent, PendingStore
 from services.labeling.service import Labeling
 from tests.integration.support import feature_events
 
+#: Shards of the stores under test: every script call then covers several.
+SHARDS = 8
 
-def _store(settings: Settings, pending_ttl_s: float = 60.0) -> PendingStore:
-    return PendingStore(connect_redis(settings), f"{settings.topic_prefix}labeling", pending_ttl_s)
+
+def _store(settings: Settings, pending_ttl_s: float = 60.0, shards: int = SHARDS) -> PendingStore:
+    return PendingStore(
+        connect_redis(settings), f"{settings.topic_prefix}labeling", pending_ttl_s, shards=shards
+    )
 
 
 def test_every_key_one_script_call_touches_is_in_the_slot_of_its_shards_due_set(
@@ -40,7 +45,7 @@ def test_every_key_one_script_call_touches_is_in_the_slot_of_its_shards_due_set(
     assert len(keys) == 200 + SHARDS, "one hash per event and one due set per shard"
     assert all(len(found) == 1 for found in slots.values()), "a shard's keys span slots"
     assert len({slot for found in slots.values() for slot in found}) == SHARDS
-    assert all(store.prefixes[shard_of(i)] + "event:" + i in keys for i in ids)
+    assert all(store.prefixes[store.shard_of(i)] + "event:" + i in keys for i in ids)
 
 
 def test_a_batch_over_every_shard_comes_back_whole_and_in_each_events_own_state(
