@@ -93,6 +93,11 @@ class LabelingSettings(_Group):
         le=16_384,
         description="Redis Cluster slots the pending state is spread over (1 for a single Redis).",
     )
+    fetch_wait_ms: int = Field(
+        100,
+        ge=0,
+        description="How long labeling's fetches wait for data to pile up (bigger batches).",
+    )
 
 
 class TrainingSettings(_Group):
