@@ -6,7 +6,14 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from services.core.exceptions import ConfigurationError
@@ -134,13 +141,11 @@ def unsettled_groups(
     settings: Settings, groups: Iterable[str], timeout_s: float = 5.0
 ) -> list[str]:
     """The consumer groups among ``groups`` that have not finished joining (not yet stable)."""
-    from confluent_kafka import ConsumerGroupState
-
     admin = make_admin(settings)  # held until the answers come: a dropped client cancels them
     futures = admin.describe_consumer_groups(list(groups), request_timeout=timeout_s)
     waiting = []
     for group, future in futures.items():
-        try:  # the embedded broker may not answer at all for a group nobody has joined yet
+        try:  # a group nobody has joined yet may come back as an error
             stable = future.result(timeout=timeout_s).state == ConsumerGroupState.STABLE
         except (KafkaException, TimeoutError):
             stable = False
