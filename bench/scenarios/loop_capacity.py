@@ -15,11 +15,12 @@ arrived on its inputs in the window), or its lag never exceeded ``BACKLOG_LIMIT_
 that input. Its sustained rate is the highest step rate it kept up with, at that step and every
 lower one; a service downstream of one that fell behind is credited instead with the event rate
 that reached it (its input rate over its input messages per event in the warm-up) when that is
-under 90% of the step's rate. The loop's rate is the lowest of the five, and the slowest
-service the one with the lowest (ties: the steepest relative lag growth where they fell
-behind). Serving's own sustained rate in the same run is the baseline, so the ratio says
-whether any stage holds the loop below serving. A service that never fell behind has the top
-of the ramp as a lower bound.
+under 90% of the step's rate, and never with less than it held at a lower step (on a full
+machine the producer may not offer the top step's rate at all). The loop's rate is the lowest of
+the five, and the slowest service the one with the lowest (ties: the steepest relative lag
+growth where they fell behind). Serving's own sustained rate in the same run is the baseline, so
+the ratio says whether any stage holds the loop below serving. A service that never fell behind
+has the top of the ramp as a lower bound.
 
 The embedded broker reports a partition's end offset as the base offset of its last record
 batch + 1, so the probe reads that last batch to find the true end.
@@ -388,7 +389,9 @@ def _result(
                 result.growth_when_behind[service] = verdict.growth
                 break
             reached = verdict.input_rate / per_event[service]
-            held = float(rate) if reached >= REACHED_FULLY * rate else reached
+            # a step that did not reach the service in full (upstream fell behind, or the
+            # producer could not offer the rate) credits what came, never less than before
+            held = max(held, float(rate) if reached >= REACHED_FULLY * rate else reached)
         result.sustained[service] = held
         result.top_of_ramp[service] = service not in result.growth_when_behind
     return result
@@ -417,7 +420,7 @@ def run(ctx: Context) -> list[Figure]:
             [r.loop_rate for r in runs],
             serving,
             target=">= 1.0x serving's own",
-            met=lambda v, b: b is not None and v >= b,
+            met=lambda v, b: bool(b) and v >= (b or 0),
             note=f"slowest: {_counts(slowest, len(runs))}; {ramp_text}; "
             "baseline: serving's sustained rate in the same run",
         )
