@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from confluent_kafka import Message
 from redis.crc import key_slot
@@ -23,9 +24,18 @@ from tests.integration.support import feature_events
 SHARDS = 8
 
 
-def _store(settings: Settings, pending_ttl_s: float = 60.0, shards: int = SHARDS) -> PendingStore:
+def _store(
+    settings: Settings,
+    pending_ttl_s: float = 60.0,
+    shards: int = SHARDS,
+    clock: Callable[[], float] = time.time,
+) -> PendingStore:
     return PendingStore(
-        connect_redis(settings), f"{settings.topic_prefix}labeling", pending_ttl_s, shards=shards
+        connect_redis(settings),
+        f"{settings.topic_prefix}labeling",
+        pending_ttl_s,
+        clock=clock,
+        shards=shards,
     )
 
 
@@ -134,12 +144,15 @@ def test_a_label_repeated_while_its_join_is_in_flight_gives_one_example(
 
 
 def test_every_event_key_keeps_a_ttl_whatever_happened_to_it(settings: Settings) -> None:
-    store = _store(settings, pending_ttl_s=0.01)
+    # the pending time passes on the store's clock, not Redis's: the TTLs (10 x the pending
+    # time, 600 s here) must not run out while a loaded machine runs the test
+    now = [time.time()]
+    store = _store(settings, pending_ttl_s=60.0, clock=lambda: now[0])
     store.add_features({f"ev-{i}": b"f" for i in range(4)})
     store.add_predictions({"ev-1": b"p", "ev-9": b"p"})
     store.park_labels({"ev-2": b"l", "ev-8": b"l"})
     store.settle(joined=["ev-0", "ev-1", "ev-7"], tasked=["ev-3", "ev-6"])  # ev-7 never stored
-    time.sleep(0.05)
+    now[0] += 61.0
     store.pop_expired(100)
     keys = list(store.client.scan_iter(f"eddy:{{{settings.topic_prefix}*:event:*"))
     ttls = {key.decode().rsplit(":", 1)[1]: store.client.pttl(key) for key in keys}
