@@ -249,7 +249,7 @@ class StreamProcessor:
         """Commit the offsets of every settled batch (all acknowledged, after-ack effects run)."""
         if self._settled:
             offsets, self._settled = list(self._settled.values()), {}
-            if asynchronous:
+            if asynchronous:  # two calls: confluent-kafka's overloads want a literal flag
                 self.consumer.commit(offsets=offsets, asynchronous=True)
             else:
                 self.consumer.commit(offsets=offsets, asynchronous=False)

@@ -57,6 +57,11 @@ def _running(settings: Settings) -> Iterator[StreamProcessor]:
         assert not thread.is_alive(), "the loop did not stop"
 
 
+def _with_commit_interval(settings: Settings, interval_ms: int) -> Settings:
+    kafka = settings.kafka.model_copy(update={"commit_interval_ms": interval_ms})
+    return settings.model_copy(update={"kafka": kafka})
+
+
 def _committed(admin: AdminClient, settings: Settings) -> int:
     """How many input messages the test group committed (fresh topics start at offset 0)."""
     request = [ConsumerGroupTopicPartitions(Topics(settings.topic_prefix).group(GROUP))]
@@ -67,9 +72,7 @@ def _committed(admin: AdminClient, settings: Settings) -> int:
 def test_settled_offsets_wait_for_the_commit_interval_and_are_all_committed_on_stop(
     settings: Settings, reader: OpenReader
 ) -> None:
-    settings = settings.model_copy(
-        update={"kafka": settings.kafka.model_copy(update={"commit_interval_ms": 600_000})}
-    )
+    settings = _with_commit_interval(settings, 600_000)
     admin = make_admin(settings)
     events = feature_events(60)
     outputs = reader("predictions", FeatureEvent)
@@ -88,9 +91,7 @@ def test_settled_offsets_wait_for_the_commit_interval_and_are_all_committed_on_s
 def test_with_no_commit_interval_settled_offsets_are_committed_while_the_loop_runs(
     settings: Settings, reader: OpenReader
 ) -> None:
-    settings = settings.model_copy(
-        update={"kafka": settings.kafka.model_copy(update={"commit_interval_ms": 0})}
-    )
+    settings = _with_commit_interval(settings, 0)
     admin = make_admin(settings)
     events = feature_events(60)
     outputs = reader("predictions", FeatureEvent)
