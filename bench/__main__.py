@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from bench.harness import Context, Figure, render, scratch_dir, write_results
-from services.core.embedded import EmbeddedStack
+from services.core.embedded import EmbeddedStack, tuned_for_embedded
 from services.core.settings import Settings
 
 #: Scenario modules under bench/scenarios, in the order they run.
@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     figures: list[Figure] = []
     with scratch_dir() as scratch:
-        ctx = Context("", "", Path(scratch), repeats=args.repeats, quick=args.quick)
+        kafka = tuned_for_embedded(settings.kafka) if settings.is_embedded else settings.kafka
+        ctx = Context("", "", Path(scratch), args.repeats, args.quick, kafka)
         for name in chosen:
             started = time.monotonic()
             print(f"== {name}", flush=True)
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             with EmbeddedStack() if settings.is_embedded else _NoStack() as stack:
                 ctx.kafka_bootstrap = settings.kafka_bootstrap or stack.kafka_bootstrap
                 ctx.redis_url = settings.redis_url or stack.redis_url
+                ctx.server_pids = dict(zip(("broker", "redis"), stack.pids, strict=False))
                 figures.extend(module.run(ctx))
             print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
         figures.extend(
@@ -70,6 +72,7 @@ class _NoStack:
 
     kafka_bootstrap = ""
     redis_url = ""
+    pids: list[int] = []
 
     def __enter__(self) -> _NoStack:
         return self

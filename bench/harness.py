@@ -58,6 +58,11 @@ class Context:
     workdir: Path
     repeats: int = 3
     quick: bool = False
+    #: Client settings of every measurement (``EDDY_KAFKA__*`` from the environment, so a
+    #: tuning can be measured as it is; the embedded broker's tuning where none is set).
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    #: Process ids of the embedded broker and Redis (empty on external servers).
+    server_pids: dict[str, int] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     progress: Callable[[str], None] = print
 
@@ -70,7 +75,7 @@ class Context:
             topic_prefix=f"bench-{run}.",
             signing_key=SecretStr(secrets.token_hex(16)),
             registry_dir=self.workdir / run / "registry",
-            kafka=KafkaSettings(session_timeout_ms=3000),
+            kafka=self.kafka,
         )
         settings = settings.model_copy(update=updates)
         create_topics(settings)
@@ -99,6 +104,16 @@ class Context:
                         peak, self.peak_rss_mb.get(process.name, 0)
                     )
                 process.stop()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) a process has used so far; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def median_figure(

@@ -3,11 +3,12 @@
 The five services run as in ``eddy demo`` (separate processes, SEA feature schema, stationary
 SEA stream, versions every ``EDDY_TRAINING__PUBLISH_EVERY`` examples); this process plays
 producer and label source. It offers raw events on a ramp of rates held for a fixed step each
-(no pause between steps), every event's label following it ``LABEL_DELAY_S`` later, and once a
-second reads each service's consumer lag: the end offsets of its input topics minus the offsets
-its consumer group committed (the admin API; a service's inputs are the topics it is declared
-to read plus any its group committed on), the end offsets interpolated to the moment the
-committed ones were read.
+(no pause between steps), every event's label following it ``LABEL_DELAY_S`` later, and four
+times a second reads each service's consumer lag: the end offsets of its input topics minus the
+offsets its consumer group committed (the admin API; a service's inputs are the topics it is
+declared to read plus any its group committed on), the end offsets interpolated to the moment
+the committed ones were read. (Read once a second, six points made the lag's slope too noisy:
+a service could fall behind at one step and keep up at the next two.)
 
 A service *keeps up* during a step when, over the step without its first second, the
 least-squares slope of its lag is at most ``GROWTH_LIMIT`` of its input rate (messages/s that
@@ -28,6 +29,7 @@ batch + 1, so the probe reads that last batch to find the true end.
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -41,7 +43,7 @@ from datetime import UTC, datetime
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
-from bench.harness import Context, Figure, median_figure
+from bench.harness import Context, Figure, cpu_seconds, median_figure
 from bench.pacing import Scheduled, send_paced
 from schemas import Label, RawEvent
 from services.core.client import EddyClient, PredictionTimeoutError
@@ -59,7 +61,9 @@ STEP_QUICK_S = 4.0
 STEP_FULL_S = 7.0
 #: Each event's label is sent this long after the event.
 LABEL_DELAY_S = 0.5
-SAMPLE_S = 1.0
+#: Lag is read this often; a step's first second is not judged (the new rate settles in).
+SAMPLE_S = 0.25
+SETTLE_S = 1.0
 #: The slow stream every service must have caught up with before the ramp starts.
 WARM_UP_RATE = 100
 WARM_UP_S = 2
@@ -116,6 +120,10 @@ class LoopResult:
     top_of_ramp: dict[str, bool]
     throughput_when_behind: dict[str, float] = field(default_factory=dict)
     growth_when_behind: dict[str, float] = field(default_factory=dict)
+    #: Each step's CPU use per process (services, servers, this bench), in cores.
+    cpu_by_step: list[dict[str, float]] = field(default_factory=list)
+    #: The first step (index) at which some service fell behind, if one did.
+    first_behind_step: int | None = None
 
     @property
     def loop_rate(self) -> float:
@@ -357,23 +365,55 @@ def loop_run(ctx: Context, ramp: Sequence[int], step_s: float) -> LoopResult:
             per_event = _warm_up(settings, probe, services)
             start = time.monotonic() + 0.2
             verdicts: dict[str, list[StepVerdict]] = {s: [] for s in SERVICES}
+            pids = {
+                **{p.name: p.process.pid for p in services if p.process is not None},
+                **ctx.server_pids,
+                "bench": os.getpid(),
+            }
+            cpu_by_step: list[dict[str, float]] = []
             with _sending(settings, messages, start) as stop:
                 for k, rate in enumerate(ramp):
                     window: list[dict[str, LagSample]] = []
                     step_start = start + k * step_s
-                    for second in range(1, int(step_s) + 1):
-                        time.sleep(max(0.0, step_start + second * SAMPLE_S - time.monotonic()))
+                    time.sleep(max(0.0, step_start - time.monotonic()))
+                    cpu = CpuMeter(pids)
+                    for n in range(round((step_s - SETTLE_S) / SAMPLE_S) + 1):
+                        due = step_start + SETTLE_S + n * SAMPLE_S
+                        time.sleep(max(0.0, due - time.monotonic()))
                         _check(services)
                         window.append(probe.sample())
                     for service in SERVICES:
                         verdicts[service].append(judge([w[service] for w in window]))
+                    cpu_by_step.append(cpu.cores())
                     ctx.progress(f"     {rate:>6,} ev/s: " + _step_line(verdicts))
+                    ctx.progress("          CPU (cores): " + _cpu_line(cpu_by_step[-1]))
                     if all(not all(v.kept_up for v in verdicts[s]) for s in SERVICES):
                         break
                 stop.set()
         finally:
             probe.close()
-    return _result(ramp, verdicts, per_event)
+    result = _result(ramp, verdicts, per_event)
+    result.cpu_by_step = cpu_by_step
+    return result
+
+
+class CpuMeter:
+    """CPU time the given processes use from now on, as cores (CPU-seconds per second)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.started = time.monotonic()
+        self.before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def cores(self) -> dict[str, float]:
+        """Cores each process used since the meter started (a process gone is left out)."""
+        elapsed = time.monotonic() - self.started
+        used = {}
+        for name, pid in self.pids.items():
+            before, now = self.before[name], cpu_seconds(pid)
+            if before is not None and now is not None and elapsed > 0:
+                used[name] = (now - before) / elapsed
+        return used
 
 
 def _result(
@@ -381,6 +421,10 @@ def _result(
 ) -> LoopResult:
     """Sustained rates in raw events/s: each step's rate, or what reached a service if less."""
     result = LoopResult({}, {})
+    behind_at = [
+        next((k for k, v in enumerate(steps) if not v.kept_up), None) for steps in verdicts.values()
+    ]
+    result.first_behind_step = min((k for k in behind_at if k is not None), default=None)
     for service, steps in verdicts.items():
         held = 0.0
         for rate, verdict in zip(ramp, steps, strict=False):
@@ -438,6 +482,39 @@ def run(ctx: Context) -> list[Figure]:
                 note=_service_note(service, runs),
             )
         )
+    return figures + _cpu_figures(ramp, runs)
+
+
+def _cpu_figures(ramp: Sequence[int], runs: list[LoopResult]) -> list[Figure]:
+    """Where the CPU went at the step where the loop first fell behind (what filled the box)."""
+    at = [
+        (ramp[r.first_behind_step], r.cpu_by_step[r.first_behind_step])
+        for r in runs
+        if r.first_behind_step is not None and r.first_behind_step < len(r.cpu_by_step)
+    ]
+    if not at:
+        return []
+    steps = ", ".join(f"{rate:,}" for rate, _ in at)
+    names = list(dict.fromkeys(name for _, cores in at for name in cores))
+    figures = [
+        median_figure(
+            SCENARIO,
+            f"CPU of {name} where the loop fell behind",
+            "cores",
+            [cores[name] for _, cores in at if name in cores],
+            note=f"at {steps} ev/s",
+        )
+        for name in names
+    ]
+    figures.append(
+        median_figure(
+            SCENARIO,
+            "CPU of all these processes where the loop fell behind",
+            "cores",
+            [sum(cores.values()) for _, cores in at],
+            note=f"at {steps} ev/s; the machine has {os.cpu_count()} cores",
+        )
+    )
     return figures
 
 
@@ -450,6 +527,11 @@ def _service_note(service: str, runs: list[LoopResult]) -> str:
     if at_top:
         parts.append(f"never behind in {at_top}/{len(runs)} runs (a lower bound)")
     return "; ".join(parts)
+
+
+def _cpu_line(cores: dict[str, float]) -> str:
+    shares = [f"{name} {used:.2f}" for name, used in cores.items()]
+    return ", ".join([*shares, f"total {sum(cores.values()):.2f}"])
 
 
 def _step_line(verdicts: dict[str, list[StepVerdict]]) -> str:

@@ -30,7 +30,7 @@ from schemas import DeadLetter, DriftEvent, Label, ModelVersion, Prediction, Raw
 from schemas.base import Target
 from services.core.client import EddyClient, PredictionTimeoutError
 from services.core.datasets import loop_stream
-from services.core.embedded import EmbeddedStack
+from services.core.embedded import EmbeddedStack, tuned_for_embedded
 from services.core.kafka import create_topics, make_consumer, unsettled_groups
 from services.core.settings import Settings
 from services.core.supervisor import SERVICES, ServiceProcess, service_env
@@ -406,7 +406,7 @@ def run_demo(settings: Settings, echo: Echo, scenario: Scenario | None = None) -
             echo("starting the embedded broker (tansu) and Redis (valkey-server)...")
             stack = cleanup.enter_context(EmbeddedStack(workdir=workdir / "stack"))
             overrides.update(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
-            overrides["kafka"] = settings.kafka.model_copy(update={"session_timeout_ms": 3000})
+            overrides["kafka"] = tuned_for_embedded(settings.kafka)
             echo(f"  broker {stack.kafka_bootstrap}, redis {stack.redis_url}")
         configured = loop_settings(
             settings.model_copy(update=overrides), feature_schema=scenario.stream

@@ -22,9 +22,23 @@ from pathlib import Path
 from types import TracebackType
 
 from services.core.exceptions import StackError
+from services.core.settings import KafkaSettings
 
 _PR_SET_PDEATHSIG = 1
 _START_TIMEOUT_S = 20.0
+
+#: Client settings for the embedded broker. It does not answer a waiting fetch when data comes;
+#: it looks again after sleeping, so the fetch wait bounds each hop's latency (one hop: p50
+#: 5.6 ms with a 10 ms wait, 239 ms with Kafka's 500). Its group joins take about half the
+#: session timeout.
+EMBEDDED_KAFKA: dict[str, int] = {"fetch_wait_max_ms": 10, "session_timeout_ms": 3000}
+
+
+def tuned_for_embedded(kafka: KafkaSettings) -> KafkaSettings:
+    """``kafka`` with the embedded broker's client settings, except those the operator set."""
+    return kafka.model_copy(
+        update={k: v for k, v in EMBEDDED_KAFKA.items() if k not in kafka.model_fields_set}
+    )
 
 
 def free_port() -> int:
@@ -195,7 +209,7 @@ class EmbeddedStack:
 
     @property
     def pids(self) -> list[int]:
-        """Process ids of the servers, for tests that check nothing is left behind."""
+        """Process ids of the servers (broker first), for their CPU and for tests."""
         return [process.pid for process in self._processes]
 
     def stop(self) -> None:
@@ -208,8 +222,13 @@ class EmbeddedStack:
             self._tempdir = None
 
     def env(self) -> dict[str, str]:
-        """The settings that point another process at this stack."""
-        return {"EDDY_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "EDDY_REDIS_URL": self.redis_url}
+        """The settings that point another process at this stack, with its client tuning."""
+        tuning = {f"EDDY_KAFKA__{k.upper()}": str(v) for k, v in EMBEDDED_KAFKA.items()}
+        return {
+            "EDDY_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "EDDY_REDIS_URL": self.redis_url,
+            **tuning,
+        }
 
     def __enter__(self) -> EmbeddedStack:
         return self.start()

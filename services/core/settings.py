@@ -28,7 +28,10 @@ class KafkaSettings(_Group):
     batch_size: int = Field(500, ge=1, le=100_000, description="Messages consumed per batch.")
     poll_timeout_s: float = Field(0.2, gt=0, description="How long one poll waits for messages.")
     fetch_wait_max_ms: int = Field(
-        10, ge=0, description="How long the broker may hold a fetch for data (latency bound)."
+        500,
+        ge=0,
+        description="How long the broker may hold a fetch while no data waits (Kafka's default; "
+        "the embedded stack uses 10, as it answers only after the wait).",
     )
     lag_interval_ms: int = Field(
         5000, ge=0, description="How often consumer lag is measured for the metrics (0: never)."
@@ -96,7 +99,7 @@ class LabelingSettings(_Group):
     fetch_wait_ms: int = Field(
         100,
         ge=0,
-        description="How long labeling's fetches wait for data to pile up (bigger batches).",
+        description="How long labeling's fetches wait for data to pile up (bigger batches; 0: off)",
     )
 
 

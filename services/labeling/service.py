@@ -262,10 +262,11 @@ def batching(settings: Settings) -> Settings:
     Labels come late anyway, so labeling trades that much latency for fewer, bigger batches. With
     the default ``fetch.min.bytes`` of 1 the broker answers a fetch as soon as any data is there,
     and under load labeling handles many batches of a few messages, each paying its Redis round
-    trips and broker requests. ``EDDY_KAFKA__EXTRA`` can still set ``fetch.min.bytes``.
+    trips and broker requests. ``EDDY_KAFKA__EXTRA`` can still set ``fetch.min.bytes``; a wait of 0
+    turns this off.
     """
     wait_ms = settings.labeling.fetch_wait_ms
-    if wait_ms <= settings.kafka.fetch_wait_max_ms:
+    if wait_ms == 0:
         return settings
     extra = {"fetch.min.bytes": str(FETCH_MIN_BYTES), **settings.kafka.extra}
     kafka = settings.kafka.model_copy(update={"fetch_wait_max_ms": wait_ms, "extra": extra})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from services.core.embedded import EmbeddedStack
+from services.core.embedded import EmbeddedStack, tuned_for_embedded
 from services.core.kafka import create_topics
 from services.core.settings import KafkaSettings, Settings
 from services.core.supervisor import ServiceProcess, service_env
@@ -34,7 +34,7 @@ def settings(stack: EmbeddedStack, tmp_path: Path) -> Settings:
         topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
         signing_key=SecretStr(secrets.token_hex(16)),
         registry_dir=tmp_path / "registry",
-        kafka=KafkaSettings(session_timeout_ms=3000),
+        kafka=tuned_for_embedded(KafkaSettings()),
     )
     create_topics(configured)
     return configured

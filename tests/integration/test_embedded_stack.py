@@ -75,7 +75,12 @@ def test_stack_up_stops_everything_on_ctrl_c() -> None:
     exported = dict(
         line.strip().removeprefix("export ").split("=", 1) for line in lines if "export " in line
     )
-    assert set(exported) == {"EDDY_KAFKA_BOOTSTRAP", "EDDY_REDIS_URL"}, lines
+    assert set(exported) == {
+        "EDDY_KAFKA_BOOTSTRAP",
+        "EDDY_REDIS_URL",
+        "EDDY_KAFKA__FETCH_WAIT_MAX_MS",
+        "EDDY_KAFKA__SESSION_TIMEOUT_MS",
+    }, lines
     assert redis.Redis.from_url(exported["EDDY_REDIS_URL"]).ping()
     children = _children_of(process.pid)
     assert children, "stack up started no server process"

@@ -1,0 +1,70 @@
+"""The loop-capacity benchmark's verdicts: who kept up, where the loop fell behind, CPU use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from bench.scenarios.loop_capacity import (
+    CpuMeter,
+    LagSample,
+    StepVerdict,
+    _result,
+    judge,
+)
+from services.core.supervisor import SERVICES
+
+
+def samples(lags: list[int], rate: int = 1000, every_s: float = 0.25) -> list[LagSample]:
+    """Readings at ``rate`` messages/s in, with the given lags."""
+    return [
+        LagSample(i * every_s, lag, int(i * every_s * rate), int(i * every_s * rate) - lag)
+        for i, lag in enumerate(lags)
+    ]
+
+
+def test_a_lag_that_stays_flat_keeps_up() -> None:
+    assert judge(samples([120, 90, 150, 110, 130, 100, 140, 120])).kept_up
+
+
+def test_a_lag_that_grows_past_the_backlog_limit_falls_behind() -> None:
+    verdict = judge(samples([100 + 150 * i for i in range(24)]))
+    assert not verdict.kept_up
+    assert verdict.growth > 0.5
+
+
+def kept(ok: bool, rate: float = 1000.0) -> StepVerdict:
+    return StepVerdict(ok, 0.0 if ok else 0.3, rate, rate if ok else rate / 2)
+
+
+def test_the_loop_falls_behind_at_the_first_step_any_service_does() -> None:
+    ramp = (500, 1000, 2000)
+    verdicts = {s: [kept(True, r) for r in ramp] for s in SERVICES}
+    verdicts["labeling"] = [kept(True, 500), kept(True, 1000), kept(False, 2000)]
+    verdicts["ingest"] = [kept(True, 500), kept(False, 1000), kept(False, 2000)]
+    result = _result(ramp, verdicts, dict.fromkeys(SERVICES, 1.0))
+    assert result.first_behind_step == 1
+    assert result.slowest == "ingest"
+    assert result.loop_rate == 500
+
+
+def test_no_service_behind_leaves_no_step() -> None:
+    ramp = (500, 1000)
+    verdicts = {s: [kept(True, r) for r in ramp] for s in SERVICES}
+    result = _result(ramp, verdicts, dict.fromkeys(SERVICES, 1.0))
+    assert result.first_behind_step is None
+    assert result.slowest is None
+
+
+def test_the_cpu_meter_counts_a_busy_process_and_leaves_out_one_that_is_gone() -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    meter = CpuMeter({"me": os.getpid(), "gone": gone.pid})
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:
+        pass
+    cores = meter.cores()
+    assert set(cores) == {"me"}
+    assert 0.1 < cores["me"] <= 1.5
