@@ -24,9 +24,9 @@ the ratio says whether any stage holds the loop below serving. A service that ne
 has the top of the ramp as a lower bound.
 
 The embedded broker may report a partition's end offset short by up to its last record batch;
-a service past that end counts as no lag on the partition. Reading the lag must stay cheap: an
-earlier probe that read each partition's last batch took more of the broker's CPU than the
-loop itself did at 250 ev/s.
+a service past that end counts as no lag on the partition. Reading the lag must stay quick: an
+earlier probe that read each partition's last batch to find the true end took up to 1.5 s per
+reading under load (4 readings in a 7 s step at 1,500 ev/s, against 23-24 now).
 """
 
 from __future__ import annotations
@@ -185,9 +185,7 @@ class LagProbe:
 
         The embedded broker may report an end short of the truth by up to the last record
         batch; a consumer past it then counts as no lag on that partition (never negative).
-        Reading that batch to find the true end (as this probe once did) cost the broker more
-        CPU than the whole loop at 250 ev/s: each read lists every stored batch of the
-        partition, and an assigned reader keeps fetching.
+        Reading that batch to find the true end made a reading take up to 1.5 s under load.
         """
         started = time.monotonic()
         wanted = [tp for tps in self.partitions.values() for tp in tps]
