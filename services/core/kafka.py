@@ -59,6 +59,27 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     }
 
 
+#: The least data a batching consumer's fetch waits for (up to its service's fetch wait).
+FETCH_MIN_BYTES = 65_536
+
+
+def batching_fetches(settings: Settings, wait_ms: int) -> Settings:
+    """The settings with a consumer that lets data pile up for ``wait_ms`` (0: unchanged).
+
+    For services off the path from event to prediction (labeling, training, monitoring): they
+    trade that much latency for fewer, bigger batches and fewer broker requests. With the
+    default ``fetch.min.bytes`` of 1 the broker answers a fetch as soon as any data is there,
+    and under load such a service handles many batches of a few messages, each paying its
+    Redis round trips and broker requests. ``EDDY_KAFKA__EXTRA`` can still set
+    ``fetch.min.bytes``.
+    """
+    if wait_ms == 0:
+        return settings
+    extra = {"fetch.min.bytes": str(FETCH_MIN_BYTES), **settings.kafka.extra}
+    kafka = settings.kafka.model_copy(update={"fetch_wait_max_ms": wait_ms, "extra": extra})
+    return settings.model_copy(update={"kafka": kafka})
+
+
 def make_producer(settings: Settings, **overrides: Any) -> Producer:
     """A producer from the settings."""
     return Producer(producer_config(settings, **overrides))

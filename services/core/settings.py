@@ -124,10 +124,22 @@ class TrainingSettings(_Group):
     min_gain: float = Field(
         0.0, description="A drift-triggered version must beat serving's accuracy by at least this."
     )
+    fetch_wait_ms: int = Field(
+        100,
+        ge=0,
+        description="How long training's fetches wait for data to pile up (bigger batches; 0: off)",
+    )
 
 
 class MonitoringSettings(_Group):
     """Drift detectors (each kind with its own settings and cool-down) and KPIs."""
+
+    fetch_wait_ms: int = Field(
+        100,
+        ge=0,
+        description="How long monitoring's fetches wait for data to pile up (bigger batches; "
+        "0: off)",
+    )
 
     concept_delta: float = Field(
         0.002, gt=0, lt=1, description="ADWIN confidence for the error stream (concept drift)."

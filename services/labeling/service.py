@@ -18,6 +18,7 @@ from confluent_kafka import Message
 
 from schemas import FeatureEvent, Label, LabelingTask, Prediction
 from services.core import metrics
+from services.core.kafka import batching_fetches
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, Effects, decode
@@ -27,8 +28,6 @@ from services.labeling.pending import PendingEvent, PendingStore
 from services.labeling.uncertainty import uncertainty_worth_asking
 
 SERVICE = "labeling"
-#: The least data a fetch of labeling's waits for (up to ``EDDY_LABELING__FETCH_WAIT_MS``).
-FETCH_MIN_BYTES = 65_536
 #: Expired events closed per sweep: bounds how long one sweep holds up consumption; the rest
 #: wait for the next sweep.
 SWEEP_LIMIT = 10_000
@@ -256,27 +255,11 @@ def handlers(runtime: Runtime) -> tuple[dict[str, BatchHandler], Callable[[], Ef
     return labeling.handlers(runtime), labeling.sweep
 
 
-def batching(settings: Settings) -> Settings:
-    """The settings with a consumer that lets data pile up for ``EDDY_LABELING__FETCH_WAIT_MS``.
-
-    Labels come late anyway, so labeling trades that much latency for fewer, bigger batches. With
-    the default ``fetch.min.bytes`` of 1 the broker answers a fetch as soon as any data is there,
-    and under load labeling handles many batches of a few messages, each paying its Redis round
-    trips and broker requests. ``EDDY_KAFKA__EXTRA`` can still set ``fetch.min.bytes``; a wait of 0
-    turns this off.
-    """
-    wait_ms = settings.labeling.fetch_wait_ms
-    if wait_ms == 0:
-        return settings
-    extra = {"fetch.min.bytes": str(FETCH_MIN_BYTES), **settings.kafka.extra}
-    kafka = settings.kafka.model_copy(update={"fetch_wait_max_ms": wait_ms, "extra": extra})
-    return settings.model_copy(update={"kafka": kafka})
-
-
 def run(settings: Settings | None = None) -> None:
     """Entry point: run labeling until SIGTERM or SIGINT."""
     runtime = bootstrap(SERVICE, settings)
-    runtime.settings = batching(runtime.settings)
+    # labels come late anyway: fewer, bigger batches are worth a little latency
+    runtime.settings = batching_fetches(runtime.settings, runtime.settings.labeling.fetch_wait_ms)
     topic_handlers, sweep = handlers(runtime)
     run_stream_service(
         runtime,

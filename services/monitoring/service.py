@@ -31,6 +31,7 @@ from schemas.alerts import AlertState
 from schemas.base import Target
 from schemas.drift import DriftKind
 from services.core import metrics
+from services.core.kafka import batching_fetches
 from services.core.runtime import bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, Effects, decode
@@ -356,6 +357,7 @@ def handlers(settings: Settings, topics: Topics) -> dict[str, BatchHandler]:
 def run(settings: Settings | None = None) -> None:
     """Entry point: monitor until SIGTERM or SIGINT."""
     runtime = bootstrap(SERVICE, settings)
+    runtime.settings = batching_fetches(runtime.settings, runtime.settings.monitoring.fetch_wait_ms)
     # A counter's series must exist before its first increase, or rate() and increase() miss it.
     for kind, subject in (
         ("concept", ERROR_SUBJECT),

@@ -24,7 +24,7 @@ from schemas import DriftEvent, ModelVersion, OffsetRange, TrainingExample
 from schemas.models import Trigger
 from services.core import metrics, registry
 from services.core.datasets import default_classifier
-from services.core.kafka import make_producer
+from services.core.kafka import batching_fetches, make_producer
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings, TrainingSettings
 from services.core.stream import BatchHandler, Effects, decode
@@ -245,5 +245,6 @@ def handlers(runtime: Runtime, trainer: Trainer) -> dict[str, BatchHandler]:
 def run(settings: Settings | None = None) -> None:
     """Entry point: resume from the registry, then learn until SIGTERM or SIGINT."""
     runtime = bootstrap(SERVICE, settings)
+    runtime.settings = batching_fetches(runtime.settings, runtime.settings.training.fetch_wait_ms)
     trainer = Trainer(runtime)
     run_stream_service(runtime, handlers(runtime, trainer), on_assign=trainer.on_assign)
