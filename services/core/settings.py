@@ -31,7 +31,7 @@ class KafkaSettings(_Group):
         500,
         ge=0,
         description="How long the broker may hold a fetch while no data waits (Kafka's default; "
-        "the embedded stack uses 10, as it answers only after the wait).",
+        "the embedded stack uses 20, as it answers only after the wait).",
     )
     lag_interval_ms: int = Field(
         5000, ge=0, description="How often consumer lag is measured for the metrics (0: never)."

@@ -14,7 +14,7 @@ def test_defaults_suit_a_real_cluster() -> None:
 
 def test_the_embedded_tuning_replaces_defaults() -> None:
     tuned = tuned_for_embedded(KafkaSettings())
-    assert tuned.fetch_wait_max_ms == 10
+    assert tuned.fetch_wait_max_ms == 20
     assert tuned.session_timeout_ms == 3000
 
 
