@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[Figure] = []
     with scratch_dir() as scratch:
         kafka = tuned_for_embedded(settings.kafka) if settings.is_embedded else settings.kafka
-        ctx = Context("", "", Path(scratch), args.repeats, args.quick, kafka)
+        ctx = Context("", "", Path(scratch), repeats=args.repeats, quick=args.quick, kafka=kafka)
         for name in chosen:
             started = time.monotonic()
             print(f"== {name}", flush=True)
