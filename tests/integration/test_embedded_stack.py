@@ -67,26 +67,34 @@ def test_stack_up_stops_everything_on_ctrl_c() -> None:
         env=env,
     )
     assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "press Ctrl-C" in line:
-            break
-    exported = dict(
-        line.strip().removeprefix("export ").split("=", 1) for line in lines if "export " in line
-    )
-    assert set(exported) == {
-        "EDDY_KAFKA_BOOTSTRAP",
-        "EDDY_REDIS_URL",
-        "EDDY_KAFKA__FETCH_WAIT_MAX_MS",
-        "EDDY_KAFKA__SESSION_TIMEOUT_MS",
-    }, lines
-    assert redis.Redis.from_url(exported["EDDY_REDIS_URL"]).ping()
-    children = _children_of(process.pid)
-    assert children, "stack up started no server process"
-    process.send_signal(signal.SIGINT)
-    assert process.wait(30) == 0
-    assert _wait_dead(children) == []
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "press Ctrl-C" in line:
+                break
+        exported = dict(
+            line.strip().removeprefix("export ").split("=", 1)
+            for line in lines
+            if "export " in line
+        )
+        assert set(exported) == {
+            "EDDY_KAFKA_BOOTSTRAP",
+            "EDDY_REDIS_URL",
+            "EDDY_KAFKA__FETCH_WAIT_MAX_MS",
+            "EDDY_KAFKA__SESSION_TIMEOUT_MS",
+        }, lines
+        assert redis.Redis.from_url(exported["EDDY_REDIS_URL"]).ping()
+        children = _children_of(process.pid)
+        assert children, "stack up started no server process"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+        assert _wait_dead(children) == []
+    finally:
+        # a failed assertion above must not leave the CLI and its servers running
+        if process.poll() is None:
+            process.kill()  # its servers get SIGTERM from the kernel as their parent dies
+            process.wait()
 
 
 def _children_of(pid: int) -> list[int]:
