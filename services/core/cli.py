@@ -124,12 +124,16 @@ def stack() -> None:
 @stack.command("up")
 def stack_up() -> None:
     """Start the embedded broker and Redis, create topics, and wait for Ctrl-C."""
-    from services.core.embedded import EmbeddedStack
+    from services.core.embedded import EmbeddedStack, tuned_for_embedded
     from services.core.kafka import create_topics
 
     settings = _settings()
     with EmbeddedStack() as embedded:
-        create_topics(settings.model_copy(update={"kafka_bootstrap": embedded.kafka_bootstrap}))
+        on_the_stack = {
+            "kafka_bootstrap": embedded.kafka_bootstrap,
+            "kafka": tuned_for_embedded(settings.kafka),
+        }
+        create_topics(settings.model_copy(update=on_the_stack))
         click.echo("embedded stack running; in another shell:")
         for name, value in embedded.env().items():
             click.echo(f"  export {name}={value}")

@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from services.core.exceptions import ConfigurationError
 from services.core.settings import Settings
-from services.core.topics import Topics
+from services.core.topics import Topics, TopicSpec
 
 
 def _common(settings: Settings) -> dict[str, Any]:
@@ -95,6 +95,11 @@ def make_admin(settings: Settings) -> AdminClient:
     return AdminClient(_common(settings))
 
 
+def partitions_of(spec: TopicSpec, settings: Settings) -> int:
+    """How many partitions ``create_topics`` gives the topic: the setting, else its declaration."""
+    return settings.kafka.topic_partitions or spec.partitions
+
+
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> tuple[list[str], list[str]]:
     """Create every declared topic that does not exist yet; returns (created, already there).
 
@@ -106,7 +111,10 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> tuple[list[str
     futures = admin.create_topics(
         [
             NewTopic(
-                name, num_partitions=spec.partitions, replication_factor=-1, config=spec.config
+                name,
+                num_partitions=partitions_of(spec, settings),
+                replication_factor=-1,
+                config=spec.config,
             )
             for name, spec in topics
         ],

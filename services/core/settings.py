@@ -51,6 +51,13 @@ class KafkaSettings(_Group):
     max_message_bytes: int = Field(
         1_000_000, ge=1024, description="Largest message a service produces or fetches."
     )
+    topic_partitions: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Partitions of every topic Eddy creates (unset: as declared in "
+        "infra/topics.toml; the embedded stack uses 1).",
+    )
     extra: dict[str, str] = Field(
         default_factory=dict,
         description="Extra librdkafka settings for every client (security, SASL, TLS), as JSON.",

@@ -83,8 +83,13 @@ def test_stack_up_stops_everything_on_ctrl_c() -> None:
             "EDDY_REDIS_URL",
             "EDDY_KAFKA__FETCH_WAIT_MAX_MS",
             "EDDY_KAFKA__SESSION_TIMEOUT_MS",
+            "EDDY_KAFKA__TOPIC_PARTITIONS",
         }, lines
         assert redis.Redis.from_url(exported["EDDY_REDIS_URL"]).ping()
+        admin = AdminClient({"bootstrap.servers": exported["EDDY_KAFKA_BOOTSTRAP"]})
+        features = admin.list_topics(timeout=10).topics["features"]
+        # the topics it made follow the tuning it exports
+        assert len(features.partitions) == int(exported["EDDY_KAFKA__TOPIC_PARTITIONS"])
         children = _children_of(process.pid)
         assert children, "stack up started no server process"
         process.send_signal(signal.SIGINT)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.core.kafka import create_topics, list_topics
+from services.core.kafka import create_topics, list_topics, partitions_of
 from services.core.settings import Settings
 from services.core.topics import Topics
 
@@ -10,7 +10,7 @@ from services.core.topics import Topics
 def test_every_declared_topic_exists_with_its_partition_count(settings: Settings) -> None:
     on_broker = list_topics(settings)
     for name, spec in Topics(settings.topic_prefix).all():
-        assert on_broker.get(name) == spec.partitions, name
+        assert on_broker.get(name) == partitions_of(spec, settings), name
 
 
 def test_creating_topics_again_creates_nothing(settings: Settings) -> None:

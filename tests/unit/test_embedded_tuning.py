@@ -10,12 +10,14 @@ from services.core.settings import KafkaSettings, Settings
 
 def test_defaults_suit_a_real_cluster() -> None:
     assert KafkaSettings().fetch_wait_max_ms == 500
+    assert KafkaSettings().topic_partitions is None  # as declared in infra/topics.toml
 
 
 def test_the_embedded_tuning_replaces_defaults() -> None:
     tuned = tuned_for_embedded(KafkaSettings())
     assert tuned.fetch_wait_max_ms == 20
     assert tuned.session_timeout_ms == 3000
+    assert tuned.topic_partitions == 1
 
 
 def test_a_value_the_operator_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from services.core.exceptions import ConfigurationError
+from services.core.kafka import partitions_of
+from services.core.settings import KafkaSettings, Settings
 from services.core.topics import TopicRole, Topics, declared_topics
 
 
@@ -63,3 +65,10 @@ def test_every_topic_has_partitions_and_string_configs(role: TopicRole) -> None:
     assert spec.role == role
     assert spec.partitions >= 1
     assert all(isinstance(v, str) for v in spec.config.values())
+
+
+def test_topics_get_their_declared_partitions_unless_a_count_is_set() -> None:
+    features = declared_topics()["features"]
+    assert partitions_of(features, Settings()) == features.partitions == 3
+    one_each = Settings(kafka=KafkaSettings(topic_partitions=1))
+    assert partitions_of(features, one_each) == 1
