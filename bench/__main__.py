@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from bench.harness import Context, Figure, render, scratch_dir, write_results
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings()
     figures: list[Figure] = []
+    failed: dict[str, str] = {}  # scenario -> error: one failure must not lose the others' figures
     with scratch_dir() as scratch:
         kafka = tuned_for_embedded(settings.kafka) if settings.is_embedded else settings.kafka
         ctx = Context("", "", Path(scratch), repeats=args.repeats, quick=args.quick, kafka=kafka)
@@ -53,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
                 ctx.kafka_bootstrap = settings.kafka_bootstrap or stack.kafka_bootstrap
                 ctx.redis_url = settings.redis_url or stack.redis_url
                 ctx.server_pids = dict(zip(("broker", "redis"), stack.pids, strict=False))
-                figures.extend(module.run(ctx))
+                try:
+                    figures.extend(module.run(ctx))
+                except Exception as exc:  # reported; the exit status says so
+                    traceback.print_exc()
+                    failed[name] = f"{type(exc).__name__}: {exc}"
+                    print(f"   {name} FAILED: {failed[name]}", flush=True)
             print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
         figures.extend(
             Figure("footprint", f"peak RSS {service}", mb, "MB", target="<= 250 MB", met=mb <= 250)
@@ -62,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render(figures))
     out = args.out or (Path(__file__).resolve().parent / "results.json")
-    write_results(figures, out)
+    write_results(figures, out, failed)
     print(f"\nwritten to {out}")
+    if failed:
+        print(f"FAILED scenarios: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -184,12 +184,15 @@ def render(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
-def write_results(figures: list[Figure], path: Path = RESULTS) -> None:
-    """Write figures, units, machine, versions and date as JSON."""
+def write_results(
+    figures: list[Figure], path: Path = RESULTS, failed: dict[str, str] | None = None
+) -> None:
+    """Write figures, units, machine, versions and date as JSON, and any scenario that failed."""
     payload = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "figures": [{**asdict(f), "ratio": f.ratio} for f in figures],
+        "failed": failed or {},
     }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

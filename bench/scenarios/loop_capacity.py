@@ -49,7 +49,7 @@ from bench.pacing import Scheduled, send_paced
 from schemas import Label, RawEvent
 from services.core.client import EddyClient, PredictionTimeoutError
 from services.core.datasets import sea_with_drift
-from services.core.kafka import make_admin, make_producer
+from services.core.kafka import make_admin, make_producer, partitions_of
 from services.core.settings import Settings
 from services.core.supervisor import SERVICES, ServiceProcess
 from services.core.topics import TopicRole, Topics, declared_topics
@@ -57,7 +57,7 @@ from services.core.topics import TopicRole, Topics, declared_topics
 SCENARIO = "loop capacity"
 #: Offered raw events/s, one step each, lowest first; and how long each step lasts.
 RAMP_QUICK = (300, 600, 1_200, 2_400)
-RAMP_FULL = (250, 500, 750, 1_000, 1_500, 2_000, 3_000)
+RAMP_FULL = (250, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000)
 STEP_QUICK_S = 4.0
 STEP_FULL_S = 7.0
 #: Each event's label is sent this long after the event.
@@ -148,7 +148,10 @@ class LagProbe:
         self.topics = Topics(settings.topic_prefix)
         specs = declared_topics()
         self.partitions = {
-            role: [TopicPartition(self.topics(role), p) for p in range(specs[role].partitions)]
+            role: [
+                TopicPartition(self.topics(role), p)
+                for p in range(partitions_of(specs[role], settings))
+            ]
             for role in WATCHED
         }
         self.watched = {self.topics(role) for role in WATCHED}
