@@ -132,9 +132,10 @@ class TrainingSettings(_Group):
         0.0, description="A drift-triggered version must beat serving's accuracy by at least this."
     )
     fetch_wait_ms: int = Field(
-        100,
+        0,
         ge=0,
-        description="How long training's fetches wait for data to pile up (bigger batches; 0: off)",
+        description="How long training's fetches wait for data to pile up (bigger batches; 0: off, "
+        "as each wait delays the next version)",
     )
 
 
