@@ -8,8 +8,8 @@ event's label following it ``LABEL_DELAY_S`` later, and four times a second read
 service's consumer lag: the end offsets of its input topics minus the offsets its consumer
 group committed (the admin API; a service's inputs are the topics it is declared to read plus
 any its group committed on), the end offsets interpolated to the moment the committed ones were
-read. (Read once a second, six points made the lag's slope too noisy:
-a service could fall behind at one step and keep up at the next two.)
+read. (Read once a second, six points made the lag's slope too noisy: a service could fall
+behind at one step and keep up at the next two.)
 
 A service *keeps up* during a step when, over the step without its first second, the
 least-squares slope of its lag is at most ``GROWTH_LIMIT`` of its input rate (messages/s that

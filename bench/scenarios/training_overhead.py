@@ -15,7 +15,6 @@ split the gap into the prequential score, validation, and the loop itself.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from bench.harness import Context, Figure, median_figure
+from bench.harness import Context, Figure, cpu_seconds, median_figure
 from bench.scenarios.serving_throughput import synthetic_rows
 from schemas import TrainingExample
 from schemas.base import Features, Target
@@ -82,13 +81,6 @@ def learned_so_far(port: int) -> float | None:
     )
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, all threads) a process has used so far (Linux)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(frozen=True)
 class Rate:
     """Examples per second of wall-clock time and per second of CPU time."""
@@ -127,9 +119,9 @@ def service_rate(ctx: Context, rows: Rows, timeout_s: float = 300) -> Rate:
                     f"training learned {samples[-1][1] if samples else 0:.0f} of {count} "
                     f"examples:\n{training.log_tail()}"
                 )
-            learned = learned_so_far(port)
-            if learned is not None:
-                samples.append((time.perf_counter(), learned, cpu_seconds(training.process.pid)))
+            learned, cpu = learned_so_far(port), cpu_seconds(training.process.pid)
+            if learned is not None and cpu is not None:
+                samples.append((time.perf_counter(), learned, cpu))
             time.sleep(SAMPLE_EVERY_S)
     (wall_low, cpu_low), (wall_high, cpu_high) = (
         _crossing(samples, count * 0.1),
