@@ -9,7 +9,15 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.harness import Context, Figure, render, scratch_dir, write_results
+from bench.harness import (
+    Context,
+    Figure,
+    MachineLoad,
+    describe_load,
+    render,
+    scratch_dir,
+    write_results,
+)
 from services.core.embedded import EmbeddedStack, tuned_for_embedded
 from services.core.settings import Settings
 
@@ -40,11 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     figures: list[Figure] = []
     failed: dict[str, str] = {}  # scenario -> error: one failure must not lose the others' figures
+    # the machine is shared: how busy it was, and how much its host took, beside each scenario
+    load: dict[str, dict[str, float]] = {}
     with scratch_dir() as scratch:
         kafka = tuned_for_embedded(settings.kafka) if settings.is_embedded else settings.kafka
         ctx = Context("", "", Path(scratch), repeats=args.repeats, quick=args.quick, kafka=kafka)
         for name in chosen:
-            started = time.monotonic()
+            started, meter = time.monotonic(), MachineLoad()
             print(f"== {name}", flush=True)
             module = importlib.import_module(f"bench.scenarios.{name}")
             # A fresh embedded stack per scenario: the broker keeps every topic in memory, and
@@ -61,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
                     traceback.print_exc()
                     failed[name] = f"{type(exc).__name__}: {exc}"
                     print(f"   {name} FAILED: {failed[name]}", flush=True)
-            print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
+            elapsed, cores = time.monotonic() - started, meter.cores()
+            load[name] = {
+                "seconds": round(elapsed, 1),
+                **{k: round(v, 3) for k, v in cores.items()},
+            }
+            machine = f"; {describe_load(cores)}" if cores else ""
+            print(f"   ({elapsed:.0f} s{machine})", flush=True)
         figures.extend(
             Figure("footprint", f"peak RSS {service}", mb, "MB", target="<= 250 MB", met=mb <= 250)
             for service, mb in sorted(ctx.peak_rss_mb.items())
@@ -69,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render(figures))
     out = args.out or (Path(__file__).resolve().parent / "results.json")
-    write_results(figures, out, failed)
+    write_results(figures, out, failed, load)
     print(f"\nwritten to {out}")
     if failed:
         print(f"FAILED scenarios: {', '.join(failed)}", file=sys.stderr)

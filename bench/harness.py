@@ -12,6 +12,7 @@ import platform
 import secrets
 import statistics
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -116,6 +117,81 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: The ``cpu`` line of /proc/stat: user nice system idle iowait irq softirq steal (guest time is
+#: already counted in user).
+_BUSY_FIELDS = (0, 1, 2, 5, 6)
+_IDLE_FIELDS = (3, 4)
+_STEAL_FIELD = 7
+
+
+@dataclass(frozen=True)
+class MachineTimes:
+    """The whole machine's CPU time so far (all cores), in seconds, as /proc/stat counts it."""
+
+    busy: float
+    idle: float
+    stolen: float
+
+    @classmethod
+    def parse(cls, cpu_line: str, ticks_per_s: float) -> MachineTimes:
+        """From the aggregate ``cpu`` line of /proc/stat.
+
+        >>> MachineTimes.parse("cpu  700 0 200 1000 10 0 100 50 0 0", 100)
+        MachineTimes(busy=10.0, idle=10.1, stolen=0.5)
+        """
+        ticks = [int(v) for v in cpu_line.split()[1:]]
+        ticks += [0] * (_STEAL_FIELD + 1 - len(ticks))  # old kernels stop before steal
+        return cls(
+            sum(ticks[i] for i in _BUSY_FIELDS) / ticks_per_s,
+            sum(ticks[i] for i in _IDLE_FIELDS) / ticks_per_s,
+            ticks[_STEAL_FIELD] / ticks_per_s,
+        )
+
+    @classmethod
+    def now(cls) -> MachineTimes | None:
+        """The times of the machine this runs on; None where there is no /proc/stat."""
+        try:
+            with open("/proc/stat") as stat:
+                line = stat.readline()
+        except OSError:
+            return None
+        return cls.parse(line, os.sysconf("SC_CLK_TCK"))
+
+
+class MachineLoad:
+    """How busy the whole machine was from now on, in cores, and how much the host took.
+
+    Stolen time is CPU a virtual machine was ready to use but its host gave to another guest:
+    on a shared machine it says how much of the box a measurement really had, beside what its
+    own processes used.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.before = MachineTimes.now()
+
+    def cores(self) -> dict[str, float]:
+        """``busy`` and ``stolen`` cores on average since the meter started (empty: unknown)."""
+        elapsed = time.monotonic() - self.started
+        after = MachineTimes.now()
+        if self.before is None or after is None or elapsed <= 0:
+            return {}
+        return {
+            "busy": (after.busy - self.before.busy) / elapsed,
+            "stolen": (after.stolen - self.before.stolen) / elapsed,
+        }
+
+
+def describe_load(cores: dict[str, float]) -> str:
+    """``machine busy 1.84 of 2 cores, 0.09 stolen by the host`` (empty when unknown)."""
+    if not cores:
+        return ""
+    return (
+        f"machine busy {cores['busy']:.2f} of {os.cpu_count()} cores, "
+        f"{cores['stolen']:.2f} stolen by the host"
+    )
+
+
 def median_figure(
     scenario: str,
     name: str,
@@ -185,14 +261,21 @@ def render(figures: list[Figure]) -> str:
 
 
 def write_results(
-    figures: list[Figure], path: Path = RESULTS, failed: dict[str, str] | None = None
+    figures: list[Figure],
+    path: Path = RESULTS,
+    failed: dict[str, str] | None = None,
+    load: dict[str, dict[str, float]] | None = None,
 ) -> None:
-    """Write figures, units, machine, versions and date as JSON, and any scenario that failed."""
+    """Write figures, units, machine, versions and date as JSON, and any scenario that failed.
+
+    ``load`` is each scenario's machine load while it ran (seconds, busy and stolen cores).
+    """
     payload = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "figures": [{**asdict(f), "ratio": f.ratio} for f in figures],
         "failed": failed or {},
+        "load": load or {},
     }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

@@ -45,7 +45,14 @@ from datetime import UTC, datetime
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
-from bench.harness import Context, Figure, cpu_seconds, median_figure
+from bench.harness import (
+    Context,
+    Figure,
+    MachineLoad,
+    cpu_seconds,
+    describe_load,
+    median_figure,
+)
 from bench.pacing import Scheduled, send_paced
 from schemas import Label, RawEvent
 from services.core.client import EddyClient, PredictionTimeoutError
@@ -128,6 +135,8 @@ class LoopResult:
     growth_when_behind: dict[str, float] = field(default_factory=dict)
     #: Each step's CPU use per process (services, servers, this bench), in cores.
     cpu_by_step: list[dict[str, float]] = field(default_factory=list)
+    #: Each step's whole-machine load: ``busy`` and ``stolen`` (by the host) cores.
+    load_by_step: list[dict[str, float]] = field(default_factory=list)
     #: The first step (index) at which some service fell behind, if one did.
     first_behind_step: int | None = None
 
@@ -357,12 +366,13 @@ def loop_run(ctx: Context, ramp: Sequence[int], step_s: float) -> LoopResult:
             "bench": os.getpid(),
         }
         cpu_by_step: list[dict[str, float]] = []
+        load_by_step: list[dict[str, float]] = []
         with _sending(settings, messages, start) as stop:
             for k, rate in enumerate(ramp):
                 window: list[dict[str, LagSample]] = []
                 step_start = start + k * step_s
                 time.sleep(max(0.0, step_start - time.monotonic()))
-                cpu = CpuMeter(pids)
+                cpu, machine = CpuMeter(pids), MachineLoad()
                 # a reading takes time (more under load): one that would not end within
                 # the step is not started, so a step never judges the next step's rate
                 due, took = step_start + SETTLE_S, 0.0
@@ -376,15 +386,19 @@ def loop_run(ctx: Context, ramp: Sequence[int], step_s: float) -> LoopResult:
                 for service in SERVICES:
                     verdicts[service].append(judge([w[service] for w in window]))
                 cpu_by_step.append(cpu.cores())
+                load_by_step.append(machine.cores())
                 ctx.progress(
                     f"     {rate:>6,} ev/s ({len(window)} readings): " + _step_line(verdicts)
                 )
-                ctx.progress("          CPU (cores): " + _cpu_line(cpu_by_step[-1]))
+                ctx.progress(
+                    "          CPU (cores): " + _cpu_line(cpu_by_step[-1], load_by_step[-1])
+                )
                 if all(not all(v.kept_up for v in verdicts[s]) for s in SERVICES):
                     break
             stop.set()
     result = _result(ramp, verdicts, per_event)
     result.cpu_by_step = cpu_by_step
+    result.load_by_step = load_by_step
     return result
 
 
@@ -506,6 +520,23 @@ def _cpu_figures(ramp: Sequence[int], runs: list[LoopResult]) -> list[Figure]:
             note=f"at {steps} ev/s; the machine has {os.cpu_count()} cores",
         )
     )
+    loads = [
+        r.load_by_step[r.first_behind_step]
+        for r in runs
+        if r.first_behind_step is not None and r.first_behind_step < len(r.load_by_step)
+    ]
+    for key, what in (("busy", "busy"), ("stolen", "stolen by the host")):
+        values = [load[key] for load in loads if key in load]
+        if values:
+            figures.append(
+                median_figure(
+                    SCENARIO,
+                    f"CPU of the whole machine {what} where the loop fell behind",
+                    "cores",
+                    values,
+                    note=f"at {steps} ev/s; the machine has {os.cpu_count()} cores",
+                )
+            )
     return figures
 
 
@@ -520,9 +551,10 @@ def _service_note(service: str, runs: list[LoopResult]) -> str:
     return "; ".join(parts)
 
 
-def _cpu_line(cores: dict[str, float]) -> str:
+def _cpu_line(cores: dict[str, float], load: dict[str, float]) -> str:
     shares = [f"{name} {used:.2f}" for name, used in cores.items()]
-    return ", ".join([*shares, f"total {sum(cores.values()):.2f}"])
+    line = ", ".join([*shares, f"total {sum(cores.values()):.2f}"])
+    return f"{line}; {describe_load(load)}" if load else line
 
 
 def _step_line(verdicts: dict[str, list[StepVerdict]]) -> str:

@@ -10,7 +10,9 @@ import time
 from bench.scenarios.loop_capacity import (
     CpuMeter,
     LagSample,
+    LoopResult,
     StepVerdict,
+    _cpu_figures,
     _result,
     judge,
 )
@@ -68,3 +70,37 @@ def test_the_cpu_meter_counts_a_busy_process_and_leaves_out_one_that_is_gone() -
     cores = meter.cores()
     assert set(cores) == {"me"}
     assert 0.1 < cores["me"] <= 1.5
+
+
+def test_the_cpu_figures_say_where_the_machine_stood_at_the_step_the_loop_fell_behind() -> None:
+    ramp = (1_000, 2_000)
+    runs = []
+    for busy in (1.9, 1.7, 1.8):
+        result = LoopResult({s: 1_000.0 for s in SERVICES}, dict.fromkeys(SERVICES, False))
+        result.first_behind_step = 1
+        result.cpu_by_step = [{"labeling": 0.1, "broker": 0.1}, {"labeling": 0.3, "broker": 0.5}]
+        result.load_by_step = [{"busy": 0.5, "stolen": 0.0}, {"busy": busy, "stolen": 0.1}]
+        runs.append(result)
+
+    figures = {f.name: f for f in _cpu_figures(ramp, runs)}
+
+    assert figures["CPU of labeling where the loop fell behind"].value == 0.3
+    assert figures["CPU of all these processes where the loop fell behind"].value == 0.8
+    assert figures["CPU of the whole machine busy where the loop fell behind"].value == 1.8
+    stolen = figures["CPU of the whole machine stolen by the host where the loop fell behind"]
+    assert stolen.value == 0.1
+    assert stolen.note.startswith("at 2,000, 2,000, 2,000 ev/s")
+
+
+def test_without_a_machine_load_the_cpu_figures_are_only_the_processes() -> None:
+    result = LoopResult({s: 1_000.0 for s in SERVICES}, dict.fromkeys(SERVICES, False))
+    result.first_behind_step = 0
+    result.cpu_by_step = [{"labeling": 0.3}]
+    result.load_by_step = [{}]
+
+    names = [f.name for f in _cpu_figures((1_000,), [result])]
+
+    assert names == [
+        "CPU of labeling where the loop fell behind",
+        "CPU of all these processes where the loop fell behind",
+    ]

@@ -42,4 +42,7 @@ def test_a_failing_scenario_keeps_the_others_figures_and_fails_the_run(
     results = json.loads(out.read_text())
     assert [f["scenario"] for f in results["figures"]] == ["fake_fine"]
     assert results["failed"] == {"fake_broken": "RuntimeError: the broker went away"}
+    # each scenario, failed or not, says how long it ran (and, on Linux, how busy the box was)
+    assert set(results["load"]) == {"fake_broken", "fake_fine"}
+    assert all(load["seconds"] >= 0 for load in results["load"].values())
     assert "FAILED scenarios: fake_broken" in capsys.readouterr().err

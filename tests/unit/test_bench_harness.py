@@ -1,0 +1,37 @@
+"""The bench harness's machine meter: how busy the whole machine was, and what its host took."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from bench.harness import MachineLoad, MachineTimes, describe_load
+
+
+def test_a_kernel_without_a_steal_column_counts_nothing_stolen() -> None:
+    times = MachineTimes.parse("cpu  700 0 200 1000 10 0 100", 100)
+
+    assert times == MachineTimes(busy=10.0, idle=10.1, stolen=0.0)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux's /proc/stat")
+def test_the_machine_meter_sees_this_process_spin() -> None:
+    meter = MachineLoad()
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        pass
+
+    cores = meter.cores()
+
+    # one spinning thread keeps a core busy unless the host takes it away
+    assert cores["busy"] + cores["stolen"] > 0.5
+    assert cores["busy"] + cores["stolen"] <= (os.cpu_count() or 1) * 1.1
+
+
+def test_a_load_reads_as_busy_and_stolen_cores_of_the_machine() -> None:
+    text = describe_load({"busy": 1.834, "stolen": 0.091})
+
+    assert text == f"machine busy 1.83 of {os.cpu_count()} cores, 0.09 stolen by the host"
+    assert describe_load({}) == ""
