@@ -35,6 +35,10 @@ from services.core.stream import BatchHandler, Effects, Outbound, StopSignal
 
 log = logging.getLogger(__name__)
 
+#: Called after a batch's handlers with the batch's positions (partition → next offset); returns
+#: effects to run once that batch is acknowledged.
+AfterBatch = Callable[[dict[tuple[str, int], int]], list[Callable[[], None]]]
+
 
 @dataclass
 class _InFlight:
@@ -86,6 +90,7 @@ class StreamProcessor:
         self._last_commit = time.monotonic()
         self._delivery_errors: list[KafkaError] = []
         self._batch_seconds = metrics.BATCH_SECONDS.labels(service)
+        self._after_batch: AfterBatch | None = None
         self._consumed = {t: metrics.MESSAGES_CONSUMED.labels(service, t) for t in handlers}
         self.batches = 0
 
@@ -94,14 +99,18 @@ class StreamProcessor:
         tick: Callable[[], Effects] | None = None,
         tick_interval_s: float = 1.0,
         on_assign: Callable[[list[TopicPartition]], list[TopicPartition]] | None = None,
+        after_batch: AfterBatch | None = None,
     ) -> None:
         """Process until stopped.
 
         ``tick`` runs between batches every ``tick_interval_s`` (timers, expiry sweeps); its
         effects are produced and acknowledged like a batch's. ``on_assign`` may return the
         assigned partitions with the offsets to start from, for a service that keeps its
-        position with its own state.
+        position with its own state. ``after_batch`` runs after every batch's handlers with the
+        positions after it; what it returns runs once that batch is acknowledged (saving a
+        checkpoint of the state at those positions).
         """
+        self._after_batch = after_batch
         if self.transactional:
             self.producer.init_transactions(30)
 
@@ -179,6 +188,8 @@ class StreamProcessor:
         for topic, batch in by_topic.items():
             self._consumed[topic].inc(len(batch))
             effects.extend(self.handlers[topic](batch))
+        if self._after_batch is not None:
+            effects.after_ack.extend(self._after_batch(offsets))
         self._send(effects, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
         self.batches += 1
         self._batch_seconds.observe(time.perf_counter() - started)

@@ -18,7 +18,7 @@ from schemas.events import RejectReason
 from services.core import metrics
 from services.core.logging import configure_logging
 from services.core.metrics import serve_metrics
-from services.core.processor import StreamProcessor
+from services.core.processor import AfterBatch, StreamProcessor
 from services.core.settings import Settings
 from services.core.state import connect_redis
 from services.core.stream import BatchHandler, Effects, StopSignal
@@ -65,6 +65,7 @@ def run_stream_service(
     tick: Callable[[], Effects] | None = None,
     tick_interval_s: float = 1.0,
     on_assign: Callable[[list[TopicPartition]], list[TopicPartition]] | None = None,
+    after_batch: AfterBatch | None = None,
 ) -> None:
     """Run the shared Kafka loop with this service's handlers until stopped."""
     processor = StreamProcessor(
@@ -75,4 +76,6 @@ def run_stream_service(
         transactional_id=transactional_id,
         stop=runtime.stop,
     )
-    processor.run(tick=tick, tick_interval_s=tick_interval_s, on_assign=on_assign)
+    processor.run(
+        tick=tick, tick_interval_s=tick_interval_s, on_assign=on_assign, after_batch=after_batch
+    )

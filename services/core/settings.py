@@ -204,6 +204,12 @@ class MonitoringSettings(_Group):
         600.0, ge=0, description="Seconds after a label coverage event before another."
     )
     kpi_window: int = Field(1000, ge=10, description="Labelled predictions in the rolling KPIs.")
+    checkpoint_interval_s: float = Field(
+        10.0,
+        ge=0,
+        description="How often the detectors' state is saved in Redis, so a restart resumes it "
+        "instead of re-learning (0: never; needs EDDY_SIGNING_KEY).",
+    )
     kpi_rules: str = Field(
         "kpis", description="KPI thresholds: a name in infra/ (kpis -> infra/kpis.toml) or a path."
     )

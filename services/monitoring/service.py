@@ -11,18 +11,26 @@
 - KPIs (rolling accuracy, label coverage) are exported as ``eddy_kpi``; the thresholds in the
   KPI rules (kpis.py) publish ``Alert``s when crossed.
 
-State: the detectors and the KPI window live in memory only. A restart re-learns them from the
-committed position onwards, so for the first ``min_events`` examples after a restart no subject
-can fire, and a change that straddles the restart may be detected late or not at all.
+State: the detectors, the KPI window and label coverage live in memory, and every
+``checkpoint_interval_s`` a snapshot of them is saved in Redis with the input positions it has
+seen (services/core/checkpoint.py), once the batch it follows is acknowledged. A restart restores
+the snapshot and replays the inputs from its positions, so the detectors reach the same
+decisions at the same messages, with the same drift and alert ids (consumers de-duplicate by
+them): a change that straddles a crash is still reported, once. Label coverage is judged
+against the clock, so its events may come at other messages on a replay. Without a checkpoint
+(none yet, none to trust, or other settings) the detectors start afresh from the committed
+offsets. Run one instance per model: its detectors must see the whole stream.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 from confluent_kafka import Message
 
@@ -31,8 +39,9 @@ from schemas.alerts import AlertState
 from schemas.base import Target
 from schemas.drift import DriftKind
 from services.core import metrics
+from services.core.checkpoint import Checkpointing, CheckpointStore
 from services.core.kafka import batching_fetches
-from services.core.runtime import bootstrap, run_stream_service
+from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, Effects, decode
 from services.core.topics import Topics
@@ -343,15 +352,90 @@ class FeaturesHandler:
         )
 
 
+class Monitor:
+    """The three handlers over one publisher and one set of KPIs, and their state as a whole."""
+
+    def __init__(self, settings: Settings, topics: Topics) -> None:
+        publisher = DriftPublisher(settings, topics)
+        self.quality = Quality(settings, topics, publisher)
+        self.examples = ExamplesHandler(settings, topics, publisher, self.quality)
+        self.predictions = PredictionsHandler(settings, topics, publisher, self.quality)
+        self.features = FeaturesHandler(settings, topics, publisher)
+        self.handlers: dict[str, BatchHandler] = {
+            topics("training_examples"): self.examples,
+            topics("predictions"): self.predictions,
+            topics("features"): self.features,
+        }
+
+    def state(self) -> dict[str, Any]:
+        """What the detectors and KPIs learned from the inputs (what a checkpoint keeps)."""
+        quality = self.quality
+        return {
+            "errors": self.examples.errors,
+            "accuracy": quality.accuracy,
+            "coverage": quality.coverage,
+            "breached": quality.kpis.breached,
+            "model_version": quality.model_version,
+            "prediction_version": self.predictions.version,
+            "prediction_watch": self.predictions.watch,
+            "feature_watches": self.features.watches,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a ``state()`` taken earlier (under the same settings)."""
+        quality = self.quality
+        self.examples.errors = state["errors"]
+        quality.accuracy = state["accuracy"]
+        quality.coverage = state["coverage"]
+        quality.kpis.breached = state["breached"]
+        quality.model_version = state["model_version"]
+        self.predictions.version = state["prediction_version"]
+        self.predictions.watch = state["prediction_watch"]
+        self.features.watches = state["feature_watches"]
+        for rule in self.quality.kpis.rules:
+            gauge = metrics.KPI_BREACH.labels(SERVICE, quality.model_name, rule.kpi)
+            gauge.set(1 if rule in quality.kpis.breached else 0)
+        for name in self.features.watches:
+            metrics.DRIFT_EVENTS.labels(SERVICE, "data", name)
+
+
 def handlers(settings: Settings, topics: Topics) -> dict[str, BatchHandler]:
     """Topic → handler for the monitoring service (one consumer group over three topics)."""
-    publisher = DriftPublisher(settings, topics)
-    quality = Quality(settings, topics, publisher)
-    return {
-        topics("training_examples"): ExamplesHandler(settings, topics, publisher, quality),
-        topics("predictions"): PredictionsHandler(settings, topics, publisher, quality),
-        topics("features"): FeaturesHandler(settings, topics, publisher),
-    }
+    return Monitor(settings, topics).handlers
+
+
+def checkpointing(runtime: Runtime, monitor: Monitor) -> Checkpointing | None:
+    """Restore the newest trusted checkpoint into ``monitor``; what saves the next ones.
+
+    None when checkpoints are off, or there is no signing key to sign them with.
+    """
+    settings = runtime.settings
+    interval = settings.monitoring.checkpoint_interval_s
+    if interval == 0:
+        return None
+    key = settings.signing_key.get_secret_value().encode()
+    if not key:
+        log.warning("EDDY_SIGNING_KEY is not set: the detectors' state is not checkpointed")
+        return None
+    # the state embodies the detector settings and KPI rules: other ones must start afresh
+    rules = [rule.model_dump() for rule in monitor.quality.kpis.rules]
+    fingerprint = json.dumps(
+        [settings.monitoring.model_dump(exclude={"fetch_wait_ms", "checkpoint_interval_s"}), rules],
+        sort_keys=True,
+    )
+    store = CheckpointStore(
+        runtime.redis,
+        f"eddy:{settings.topic_prefix}{SERVICE}:{settings.model_name}:checkpoint",
+        key,
+        hashlib.sha256(fingerprint.encode()).hexdigest(),
+    )
+    saved = store.load()
+    if saved is not None:
+        monitor.restore(saved.state)
+        log.info("restored checkpoint", extra={"saved_at": saved.saved_at})
+    return Checkpointing(
+        store, monitor.state, interval, positions=None if saved is None else saved.positions
+    )
 
 
 def run(settings: Settings | None = None) -> None:
@@ -365,4 +449,16 @@ def run(settings: Settings | None = None) -> None:
         ("label_coverage", COVERAGE_SUBJECT),
     ):
         metrics.DRIFT_EVENTS.labels(SERVICE, kind, subject)
-    run_stream_service(runtime, handlers(runtime.settings, runtime.topics))
+    monitor = Monitor(runtime.settings, runtime.topics)
+    saver = checkpointing(runtime, monitor)
+    if saver is None:
+        run_stream_service(runtime, monitor.handlers)
+        return
+    run_stream_service(
+        runtime,
+        monitor.handlers,
+        tick=saver.tick,
+        tick_interval_s=saver.interval_s,
+        on_assign=saver.on_assign,
+        after_batch=saver.after_batch,
+    )

@@ -6,6 +6,7 @@ and only one partition keeps that order (across partitions the service sees an i
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import urllib.request
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from schemas import Alert, DeadLetter, DriftEvent, FeatureEvent, Prediction, TrainingExample
 from services.core.embedded import free_port
 from services.core.settings import Settings
+from services.core.state import connect_redis
 from services.core.topics import TopicRole, Topics
 from tests.integration.support import OpenReader, StartService, produce
 
@@ -293,3 +295,42 @@ def test_accuracy_below_its_threshold_fires_one_alert_and_recovering_resolves_it
     labels = {"kpi": "accuracy", "state": "firing"}
     assert wait_for_sample(port, "eddy_alerts_total", labels, lambda v: v >= 1) == 1
     assert metric_sample(port, "eddy_kpi_breach", {"kpi": "accuracy"}) == 0
+
+
+def wait_for_checkpoint(settings: Settings, role: TopicRole, covering: int) -> None:
+    """Block until monitoring saved a checkpoint past ``covering`` messages of ``role``."""
+    client = connect_redis(settings)
+    key = f"eddy:{settings.topic_prefix}monitoring:{settings.model_name}:checkpoint"
+    topic = Topics(settings.topic_prefix)(role)
+    deadline, seen = time.monotonic() + 60, 0
+    while time.monotonic() < deadline:
+        raw = client.hget(key, "positions")
+        positions = json.loads(raw) if raw else []
+        seen = sum(offset for name, _partition, offset in positions if name == topic)
+        if seen >= covering:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the newest checkpoint covers {seen} of {covering} {role} messages")
+
+
+def test_monitoring_killed_as_a_change_begins_reports_it_once_after_its_restart(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    stream = examples(JUMP)
+    head = 3010  # the error rate rose at 3,000; it is detected some 40 examples later
+    env = {"EDDY_MONITORING__CHECKPOINT_INTERVAL_S": "0.2"}
+    monitoring = start_service("monitoring", EDDY_METRICS_PORT=str(free_port()), **env)
+    produce(settings, "training_examples", stream[:head])
+    wait_for_checkpoint(settings, "training_examples", covering=head)
+    drift = reader("drift", DriftEvent)
+    assert drift.settle(quiet_s=1) == [], "the change was reported before the crash"
+
+    monitoring.kill()
+    produce(settings, "training_examples", stream[head:])
+    start_service("monitoring", EDDY_METRICS_PORT=str(free_port()), **env)
+    drift.read_until(lambda items: len(items) >= 1)
+    events = [e for e in drift.settle(quiet_s=3) if isinstance(e, DriftEvent)]
+
+    # a restart that forgot the 3,000 good examples would see no rise in the error rate at all
+    assert {(e.kind, e.model_version) for e in events} == {("concept", 4)}
+    assert len({e.drift_id for e in events}) == 1, "the change was reported more than once"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from confluent_kafka import ConsumerGroupTopicPartitions, Message
@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from schemas import FeatureEvent
 from services.core.kafka import make_admin
-from services.core.processor import StreamProcessor
+from services.core.processor import AfterBatch, StreamProcessor
 from services.core.settings import Settings
 from services.core.stream import Effects, Outbound, StopSignal
 from services.core.topics import Topics
@@ -38,7 +38,9 @@ def _echo(settings: Settings) -> dict[str, object]:
 
 
 @contextmanager
-def _running(settings: Settings) -> Iterator[StreamProcessor]:
+def _running(
+    settings: Settings, after_batch: AfterBatch | None = None
+) -> Iterator[StreamProcessor]:
     """A StreamProcessor running in a thread until the block ends (then stopped: SIGTERM-like)."""
     processor = StreamProcessor(
         settings,
@@ -47,7 +49,7 @@ def _running(settings: Settings) -> Iterator[StreamProcessor]:
         _echo(settings),  # type: ignore[arg-type]
         stop=StopSignal(),
     )
-    thread = threading.Thread(target=processor.run, daemon=True)
+    thread = threading.Thread(target=lambda: processor.run(after_batch=after_batch), daemon=True)
     thread.start()
     try:
         yield processor
@@ -102,3 +104,27 @@ def test_with_no_commit_interval_settled_offsets_are_committed_while_the_loop_ru
         while _committed(admin, settings) < len(events) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _committed(admin, settings) == len(events)
+
+
+def test_after_batch_sees_each_batch_s_positions_and_its_effects_settle_in_order(
+    settings: Settings, reader: OpenReader
+) -> None:
+    events = feature_events(300)
+    features = Topics(settings.topic_prefix)("features")
+    settled: list[int] = []  # the position of each batch whose after-batch effect ran
+
+    def after_batch(positions: dict[tuple[str, int], int]) -> list[Callable[[], None]]:
+        position = sum(offset for (topic, _p), offset in positions.items() if topic == features)
+        return [lambda: settled.append(position)]
+
+    outputs = reader("predictions", FeatureEvent)
+    with _running(settings, after_batch):
+        for start in range(0, len(events), 100):
+            produce_features(settings, events[start : start + 100])
+        outputs.read_until(lambda items: len(items) >= len(events))
+        deadline = time.monotonic() + 30
+        while (not settled or settled[-1] < len(events)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    assert settled == sorted(set(settled)), "effects ran out of order or twice"
+    assert settled[-1] == len(events), "the last batch's effect did not run"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from services.monitoring.service import (
     DriftPublisher,
     ExamplesHandler,
     FeaturesHandler,
+    Monitor,
     drift_id,
     handlers,
 )
@@ -182,3 +184,26 @@ def test_every_example_delivered_twice_still_gives_one_concept_event() -> None:
     twice = [message for message in example_messages(JUMP) for _ in (1, 2)]
     events = _drift_events(_in_batches(_examples_handler(), twice))
     assert [(e.kind, e.model_version) for e in events] == [("concept", 4)]
+
+
+def test_a_monitor_restored_from_a_snapshot_reports_a_change_it_had_begun_to_see() -> None:
+    examples = example_messages(JUMP)
+    cut = 3010  # the change began at 3,000; it is detected some 40 examples in
+    features = feature_messages([{"x": float(i % 7)} for i in range(len(examples))])
+    running = Monitor(SETTINGS, TOPICS)
+    _in_batches(running.examples, examples[:cut])
+    _in_batches(running.features, features[:cut])
+    snapshot = pickle.dumps(running.state())
+    uninterrupted = _drift_events(_in_batches(running.examples, examples[cut:]))
+
+    restored = Monitor(SETTINGS, TOPICS)
+    restored.restore(pickle.loads(snapshot))
+    resumed = _drift_events(_in_batches(restored.examples, examples[cut:]))
+    forgetful = Monitor(SETTINGS, TOPICS)
+    relearned = _drift_events(_in_batches(forgetful.examples, examples[cut:]))
+
+    assert [e.drift_id for e in resumed] == [e.drift_id for e in uninterrupted]
+    assert len(resumed) == 1 and resumed[0].kind == "concept"
+    assert relearned == [], "without its history the error rate never rose"
+    assert sorted(restored.features.watches) == ["x"]
+    assert restored.quality.accuracy.value == running.quality.accuracy.value
