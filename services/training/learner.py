@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import copy
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas.base import Features, Target
 from services.core.rolling_accuracy import RollingAccuracy
@@ -19,14 +19,54 @@ from services.core.rolling_accuracy import RollingAccuracy
 RETRAIN_PASSES = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Example:
-    """One labelled example, with where it came from (for lineage)."""
+class Example(NamedTuple):
+    """One labelled example, with where it came from (for lineage).
+
+    A tuple, not a dataclass: one is built per example on training's hot path.
+    """
 
     features: Features
     label: Target
     partition: int
     offset: int
+
+
+@dataclass
+class Learned:
+    """What was learned since the last version: how many examples, and the offsets they span.
+
+    Enough for a version's lineage, in constant memory: keeping the examples themselves (to
+    compute it at publish time) held every one since the last version, and the garbage
+    collector went over them again and again.
+
+    >>> learned = Learned.of([Example({}, True, 0, 5), Example({}, True, 1, 2)])
+    >>> learned.add(0, 7)
+    >>> learned.count, learned.spans
+    (3, {0: (5, 7), 1: (2, 2)})
+    """
+
+    count: int = 0
+    #: partition → (first offset, last offset)
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, partition: int, offset: int) -> None:
+        """Count one example learned from ``partition`` at ``offset``."""
+        self.count += 1
+        span = self.spans.get(partition)
+        if span is None:
+            self.spans[partition] = (offset, offset)
+        elif offset > span[1]:
+            self.spans[partition] = (span[0], offset)
+        elif offset < span[0]:
+            self.spans[partition] = (offset, span[1])
+
+    @classmethod
+    def of(cls, examples: Iterable[Example]) -> Learned:
+        """What learning ``examples`` adds up to."""
+        learned = cls()
+        for example in examples:
+            learned.add(example.partition, example.offset)
+        return learned
 
 
 def accuracy(model: Any, examples: Sequence[Example]) -> float:
@@ -61,7 +101,7 @@ class OnlineLearner:
     recent_window: int
     prequential_window: int = 1000
     recent: deque[Example] = field(init=False)
-    since_publish: list[Example] = field(default_factory=list)
+    since_publish: Learned = field(default_factory=Learned)
     score: RollingAccuracy = field(init=False)
 
     def __post_init__(self) -> None:
@@ -74,7 +114,7 @@ class OnlineLearner:
         self.score.update(model.predict_one(example.features) == example.label)
         model.learn_one(example.features, example.label)
         self.recent.append(example)
-        self.since_publish.append(example)
+        self.since_publish.add(example.partition, example.offset)
 
     def prequential_accuracy(self) -> float:
         """The rolling test-then-train accuracy (0 before the first example)."""

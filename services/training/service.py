@@ -29,21 +29,17 @@ from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings, TrainingSettings
 from services.core.stream import BatchHandler, Effects, decode
 from services.training.awaiting import AwaitingDrifts
-from services.training.learner import Example, OnlineLearner
+from services.training.learner import Example, Learned, OnlineLearner
 
 SERVICE = "training"
 log = logging.getLogger(__name__)
 
 
-def lineage_of(examples: Sequence[Example], topic: str) -> list[OffsetRange]:
-    """The offset range of each partition among ``examples``."""
-    ranges: dict[int, tuple[int, int]] = {}
-    for e in examples:
-        first, last = ranges.get(e.partition, (e.offset, e.offset))
-        ranges[e.partition] = (min(first, e.offset), max(last, e.offset))
+def lineage_of(learned: Learned, topic: str) -> list[OffsetRange]:
+    """The offset range of each partition learned from."""
     return [
-        OffsetRange(topic=topic, partition=p, first=f, last=last)
-        for p, (f, last) in sorted(ranges.items())
+        OffsetRange(topic=topic, partition=p, first=first, last=last)
+        for p, (first, last) in sorted(learned.spans.items())
     ]
 
 
@@ -139,7 +135,7 @@ class Trainer:
                 for drift in awaiting.count_down():
                     self.react_to(drift)
                 every = scheduled_interval(self.version, self.settings.training)
-            if len(learner.since_publish) >= every:
+            if learner.since_publish.count >= every:
                 self.publish("scheduled", description=f"after {every} examples")
                 every = scheduled_interval(self.version, self.settings.training)
         # once per batch: each increment takes the counter's lock, and a rate needs no finer grain
@@ -185,7 +181,7 @@ class Trainer:
             log.warning("drift candidate rejected", extra=verdict)
             return
         self.learner.adopt(candidate)
-        self.learner.since_publish = list(candidate.window)
+        self.learner.since_publish = Learned.of(candidate.window)
         self.publish(
             "drift",
             drift_event_id=drift.drift_id,
@@ -210,7 +206,7 @@ class Trainer:
         learned = self.learner.since_publish
         scores = {
             "prequential_accuracy": self.learner.prequential_accuracy(),
-            "examples": float(len(learned)),
+            "examples": float(learned.count),
             **(extra_metrics or {}),
         }
         version = registry.publish(
@@ -228,7 +224,7 @@ class Trainer:
         )
         self.version = version.version
         self.champion = snapshot
-        self.learner.since_publish = []
+        self.learner.since_publish = Learned()
         metrics.VERSIONS_PUBLISHED.labels(SERVICE, self.model_name, trigger).inc()
         log.info("published", extra={"version": version.version, "trigger": trigger})
         return version

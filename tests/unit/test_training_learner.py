@@ -8,7 +8,7 @@ from river.datasets import synth
 
 from schemas import ModelVersion, OffsetRange
 from services.core.datasets import default_classifier
-from services.training.learner import Example, OnlineLearner, accuracy
+from services.training.learner import Example, Learned, OnlineLearner, accuracy
 from services.training.service import lineage_of, resume_positions
 
 
@@ -27,14 +27,16 @@ def test_the_prequential_score_counts_predictions_made_before_learning() -> None
     # an untrained model's first prediction is scored before it learns the label
     untrained = default_classifier().predict_one(first.features)
     assert learner.prequential_accuracy() == float(untrained == first.label)
-    assert learner.since_publish == [first] and list(learner.recent) == [first]
+    assert learner.since_publish == Learned.of([first]) and list(learner.recent) == [first]
 
 
 def test_the_recent_window_keeps_only_the_newest_examples() -> None:
     learner = OnlineLearner(default_classifier(), default_classifier, recent_window=50)
     for example in sea(0, 120, seed=1):
         learner.learn(example)
-    assert len(learner.recent) == 50 and len(learner.since_publish) == 120
+    assert len(learner.recent) == 50 and learner.since_publish.count == 120
+    # lineage needs only each partition's first and last offset, not the examples
+    assert learner.since_publish.spans == {0: (0, 39), 1: (0, 39), 2: (0, 39)}
 
 
 def test_a_candidate_retrained_after_an_abrupt_drift_beats_the_old_model() -> None:
@@ -56,7 +58,7 @@ def test_a_candidate_retrained_after_an_abrupt_drift_beats_the_old_model() -> No
 
 def test_lineage_is_one_range_per_partition() -> None:
     examples = [Example({}, True, p, o) for p, o in [(0, 5), (1, 2), (0, 7), (0, 6), (1, 3)]]
-    assert lineage_of(examples, "t") == [
+    assert lineage_of(Learned.of(examples), "t") == [
         OffsetRange(topic="t", partition=0, first=5, last=7),
         OffsetRange(topic="t", partition=1, first=2, last=3),
     ]
