@@ -381,8 +381,14 @@ class Monitor:
             "feature_watches": self.features.watches,
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Continue from a ``state()`` taken earlier (under the same settings)."""
+    def restore(self, state: object) -> None:
+        """Continue from a ``state()`` taken earlier (under the same settings).
+
+        Raises ValueError, changing nothing, for a state of another shape (another version of
+        this code saved it).
+        """
+        if not isinstance(state, dict) or set(state) != set(self.state()):
+            raise ValueError("not a state of this version of monitoring")
         quality = self.quality
         self.examples.errors = state["errors"]
         quality.accuracy = state["accuracy"]
@@ -430,12 +436,15 @@ def checkpointing(runtime: Runtime, monitor: Monitor) -> Checkpointing | None:
         hashlib.sha256(fingerprint.encode()).hexdigest(),
     )
     saved = store.load()
-    if saved is not None:
+    if saved is None:
+        return Checkpointing(store, monitor.state, interval)
+    try:
         monitor.restore(saved.state)
-        log.info("restored checkpoint", extra={"saved_at": saved.saved_at})
-    return Checkpointing(
-        store, monitor.state, interval, positions=None if saved is None else saved.positions
-    )
+    except ValueError as error:
+        log.warning("checkpoint ignored: %s", error, extra={"key": store.key})
+        return Checkpointing(store, monitor.state, interval)
+    log.info("restored checkpoint", extra={"saved_at": saved.saved_at})
+    return Checkpointing(store, monitor.state, interval, positions=saved.positions)
 
 
 def run(settings: Settings | None = None) -> None:

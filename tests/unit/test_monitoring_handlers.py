@@ -7,6 +7,7 @@ import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import pytest
 from confluent_kafka import Message
 
 from schemas import DeadLetter, DriftEvent, FeatureEvent, TrainingExample
@@ -207,3 +208,14 @@ def test_a_monitor_restored_from_a_snapshot_reports_a_change_it_had_begun_to_see
     assert relearned == [], "without its history the error rate never rose"
     assert sorted(restored.features.watches) == ["x"]
     assert restored.quality.accuracy.value == running.quality.accuracy.value
+
+
+@pytest.mark.parametrize("state", [{"errors": None}, ["errors"], None])
+def test_a_state_of_another_shape_is_refused_and_changes_nothing(state: object) -> None:
+    monitor = Monitor(SETTINGS, TOPICS)
+    before = monitor.examples.errors
+
+    with pytest.raises(ValueError, match="not a state of this version"):
+        monitor.restore(state)
+
+    assert monitor.examples.errors is before
