@@ -3,13 +3,16 @@
 The five services run as in ``eddy demo`` (separate processes, SEA feature schema, stationary
 SEA stream, versions every ``EDDY_TRAINING__PUBLISH_EVERY`` examples); this process plays
 producer and label source, batching as such a source would (``SOURCE_LINGER_MS``). It offers
-raw events on a ramp of rates held for a fixed step each (no pause between steps), every
-event's label following it ``LABEL_DELAY_S`` later, and four times a second reads each
-service's consumer lag: the end offsets of its input topics minus the offsets its consumer
-group committed (the admin API; a service's inputs are the topics it is declared to read plus
-any its group committed on), the end offsets interpolated to the moment the committed ones were
-read. (Read once a second, six points made the lag's slope too noisy: a service could fall
-behind at one step and keep up at the next two.)
+raw events on a ramp of rates, each step a trial of its own: fresh topics and services, a slow
+warm-up stream, then the step's rate for a fixed time. (On one set of topics for the whole
+ramp, each step also paid for the events of the steps before it, as the embedded broker's
+fetches cost more the longer a topic: three ramps from 250 ev/s held 1,500-2,000 ev/s, where
+ten from 1,500 held 3,000 or 4,000 in nine.) Every event's label follows it ``LABEL_DELAY_S``
+later. Four times a second the bench reads each service's consumer lag: the end offsets of its
+input topics minus the offsets its consumer group committed (the admin API; a service's inputs
+are the topics it is declared to read plus any its group committed on), the end offsets
+interpolated to the moment the committed ones were read. (Read once a second, six points made
+the lag's slope too noisy: a service could fall behind at one step and keep up at the next two.)
 
 A service *keeps up* during a step when, over the step without its first second, the
 least-squares slope of its lag is at most ``GROWTH_LIMIT`` of its input rate (messages/s that
@@ -349,59 +352,78 @@ def _sending(
         thread.join(60)
 
 
+@dataclass
+class StepRun:
+    """One step's trial: each service's verdict, the CPU used, and input messages per event."""
+
+    verdicts: dict[str, StepVerdict]
+    cpu: dict[str, float]
+    load: dict[str, float]
+    per_event: dict[str, float]
+
+
 def loop_run(ctx: Context, ramp: Sequence[int], step_s: float) -> LoopResult:
-    """One ramp over five fresh services; each service's sustained rate."""
+    """One ramp, each step a trial of its own on fresh topics and services; sustained rates.
+
+    Fresh topics because the embedded broker's fetches cost more as a topic grows (it keeps
+    everything): on one set of topics each step would also pay for the events of every step
+    before it, and the ramp would measure its own length as much as the services.
+    """
+    verdicts: dict[str, list[StepVerdict]] = {s: [] for s in SERVICES}
+    cpu_by_step: list[dict[str, float]] = []
+    load_by_step: list[dict[str, float]] = []
+    per_event: dict[str, float] = {}
+    for rate in ramp:
+        step = _step_run(ctx, rate, step_s)
+        per_event = per_event or step.per_event
+        for service in SERVICES:
+            verdicts[service].append(step.verdicts[service])
+        cpu_by_step.append(step.cpu)
+        load_by_step.append(step.load)
+        ctx.progress(f"     {rate:>6,} ev/s: " + _step_line(verdicts))
+        ctx.progress("          CPU (cores): " + _cpu_line(step.cpu, step.load))
+        if all(not all(v.kept_up for v in verdicts[s]) for s in SERVICES):
+            break
+    result = _result(ramp, verdicts, per_event)
+    result.cpu_by_step = cpu_by_step
+    result.load_by_step = load_by_step
+    return result
+
+
+def _step_run(ctx: Context, rate: int, step_s: float) -> StepRun:
+    """``rate`` raw events/s for ``step_s`` through five fresh services on fresh topics."""
     settings = ctx.settings(model_name="sea")
     settings = settings.model_copy(
         update={"ingest": settings.ingest.model_copy(update={"feature_schema": "sea"})}
     )
-    messages = schedule(settings, ramp, step_s)
+    messages = schedule(settings, [rate], step_s)
     with ctx.services(settings, *SERVICES) as services:
         _wait_until_serving(settings, services)
         probe = LagProbe(settings)
         per_event = _warm_up(settings, probe, services)
-        start = time.monotonic() + 0.2
-        verdicts: dict[str, list[StepVerdict]] = {s: [] for s in SERVICES}
         pids = {
             **{p.name: p.process.pid for p in services if p.process is not None},
             **ctx.server_pids,
             "bench": os.getpid(),
         }
-        cpu_by_step: list[dict[str, float]] = []
-        load_by_step: list[dict[str, float]] = []
-        with _sending(settings, messages, start) as stop:
-            for k, rate in enumerate(ramp):
-                window: list[dict[str, LagSample]] = []
-                step_start = start + k * step_s
-                time.sleep(max(0.0, step_start - time.monotonic()))
-                cpu, machine = CpuMeter(pids), MachineLoad()
-                # a reading takes time (more under load): one that would not end within
-                # the step is not started, so a step never judges the next step's rate
-                due, took = step_start + SETTLE_S, 0.0
-                while due + took <= step_start + step_s:
-                    time.sleep(max(0.0, due - time.monotonic()))
-                    _check(services)
-                    began = time.monotonic()
-                    window.append(probe.sample())
-                    took = time.monotonic() - began
-                    due = max(due + SAMPLE_S, time.monotonic())
-                for service in SERVICES:
-                    verdicts[service].append(judge([w[service] for w in window]))
-                cpu_by_step.append(cpu.cores())
-                load_by_step.append(machine.cores())
-                ctx.progress(
-                    f"     {rate:>6,} ev/s ({len(window)} readings): " + _step_line(verdicts)
-                )
-                ctx.progress(
-                    "          CPU (cores): " + _cpu_line(cpu_by_step[-1], load_by_step[-1])
-                )
-                if all(not all(v.kept_up for v in verdicts[s]) for s in SERVICES):
-                    break
-            stop.set()
-    result = _result(ramp, verdicts, per_event)
-    result.cpu_by_step = cpu_by_step
-    result.load_by_step = load_by_step
-    return result
+        window: list[dict[str, LagSample]] = []
+        start = time.monotonic() + 0.2
+        with _sending(settings, messages, start):
+            time.sleep(max(0.0, start - time.monotonic()))
+            cpu, machine = CpuMeter(pids), MachineLoad()
+            # a reading takes time (more under load): one that would not end within the
+            # step is not started, so the step is judged on its own rate only
+            due, took = start + SETTLE_S, 0.0
+            while due + took <= start + step_s:
+                time.sleep(max(0.0, due - time.monotonic()))
+                _check(services)
+                began = time.monotonic()
+                window.append(probe.sample())
+                took = time.monotonic() - began
+                due = max(due + SAMPLE_S, time.monotonic())
+            used, load = cpu.cores(), machine.cores()
+    verdicts = {service: judge([w[service] for w in window]) for service in SERVICES}
+    return StepRun(verdicts, used, load, per_event)
 
 
 class CpuMeter:
