@@ -36,8 +36,8 @@ class Learned:
     """What was learned since the last version: how many examples, and the offsets they span.
 
     Enough for a version's lineage, in constant memory: keeping the examples themselves (to
-    compute it at publish time) held every one since the last version, and the garbage
-    collector went over them again and again.
+    compute it at publish time) held every one since the last version, features and all (in
+    process, learning 60,000 examples in a row was about 5% slower with them kept).
 
     >>> learned = Learned.of([Example({}, True, 0, 5), Example({}, True, 1, 2)])
     >>> learned.add(0, 7)
