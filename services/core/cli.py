@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import signal
 import sys
 import time
 from typing import Any
@@ -138,11 +139,26 @@ def stack_up() -> None:
         for name, value in embedded.env().items():
             click.echo(f"  export {name}={value}")
         click.echo("press Ctrl-C to stop it")
+        _stop_on_signals()
         try:
             while True:
                 time.sleep(1)
         except KeyboardInterrupt:
             click.echo("stopping")
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both stop the stack cleanly (servers stopped, their files removed).
+
+    SIGINT is set explicitly: a process started with it ignored (a background job of a script)
+    would otherwise keep ignoring it, and SIGTERM would end it without stopping its servers.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @main.group()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
@@ -57,7 +58,19 @@ def test_servers_die_with_a_parent_killed_by_sigkill() -> None:
     assert _wait_dead(pids) == [], "embedded servers outlived their killed parent"
 
 
-def test_stack_up_stops_everything_on_ctrl_c() -> None:
+def _ignoring_sigint() -> None:
+    """As a background job of a script starts: SIGINT ignored, which its children inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("stop_with", "started_ignoring_sigint"),
+    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "ctrl-c, started ignoring it", "sigterm"],
+)
+def test_stack_up_stops_everything_on_ctrl_c_or_sigterm(
+    stop_with: signal.Signals, started_ignoring_sigint: bool
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "services.core.cli", "stack", "up"],
@@ -65,6 +78,7 @@ def test_stack_up_stops_everything_on_ctrl_c() -> None:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        preexec_fn=_ignoring_sigint if started_ignoring_sigint else None,
     )
     assert process.stdout is not None
     try:
@@ -92,7 +106,7 @@ def test_stack_up_stops_everything_on_ctrl_c() -> None:
         assert len(features.partitions) == int(exported["EDDY_KAFKA__TOPIC_PARTITIONS"])
         children = _children_of(process.pid)
         assert children, "stack up started no server process"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_with)
         assert process.wait(30) == 0
         assert _wait_dead(children) == []
     finally:
