@@ -120,7 +120,6 @@ def cpu_seconds(pid: int) -> float | None:
 #: The ``cpu`` line of /proc/stat: user nice system idle iowait irq softirq steal (guest time is
 #: already counted in user).
 _BUSY_FIELDS = (0, 1, 2, 5, 6)
-_IDLE_FIELDS = (3, 4)
 _STEAL_FIELD = 7
 
 
@@ -129,7 +128,6 @@ class MachineTimes:
     """The whole machine's CPU time so far (all cores), in seconds, as /proc/stat counts it."""
 
     busy: float
-    idle: float
     stolen: float
 
     @classmethod
@@ -137,14 +135,12 @@ class MachineTimes:
         """From the aggregate ``cpu`` line of /proc/stat.
 
         >>> MachineTimes.parse("cpu  700 0 200 1000 10 0 100 50 0 0", 100)
-        MachineTimes(busy=10.0, idle=10.1, stolen=0.5)
+        MachineTimes(busy=10.0, stolen=0.5)
         """
         ticks = [int(v) for v in cpu_line.split()[1:]]
         ticks += [0] * (_STEAL_FIELD + 1 - len(ticks))  # old kernels stop before steal
         return cls(
-            sum(ticks[i] for i in _BUSY_FIELDS) / ticks_per_s,
-            sum(ticks[i] for i in _IDLE_FIELDS) / ticks_per_s,
-            ticks[_STEAL_FIELD] / ticks_per_s,
+            sum(ticks[i] for i in _BUSY_FIELDS) / ticks_per_s, ticks[_STEAL_FIELD] / ticks_per_s
         )
 
     @classmethod

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import signal
 import sys
-import time
 from typing import Any
 
 import click
@@ -127,6 +125,7 @@ def stack_up() -> None:
     """Start the embedded broker and Redis, create topics, and wait for Ctrl-C."""
     from services.core.embedded import EmbeddedStack, tuned_for_embedded
     from services.core.kafka import create_topics
+    from services.core.stream import StopSignal
 
     settings = _settings()
     with EmbeddedStack() as embedded:
@@ -139,26 +138,12 @@ def stack_up() -> None:
         for name, value in embedded.env().items():
             click.echo(f"  export {name}={value}")
         click.echo("press Ctrl-C to stop it")
-        _stop_on_signals()
-        try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            click.echo("stopping")
-
-
-def _stop_on_signals() -> None:
-    """Ctrl-C and SIGTERM both stop the stack cleanly (servers stopped, their files removed).
-
-    SIGINT is set explicitly: a process started with it ignored (a background job of a script)
-    would otherwise keep ignoring it, and SIGTERM would end it without stopping its servers.
-    """
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+        # Ctrl-C and SIGTERM both stop the servers cleanly; the handlers are set explicitly, as
+        # a process started with SIGINT ignored (a background job of a script) keeps ignoring it
+        stop = StopSignal().install()
+        while not stop.event.wait(1.0):
+            pass
+        click.echo("stopping")
 
 
 @main.group()

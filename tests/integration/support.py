@@ -21,6 +21,7 @@ from services.core.supervisor import ServiceProcess
 from services.core.topics import TopicRole, Topics
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
+T = TypeVar("T")
 
 
 def trained_model(rows: int = 200) -> bytes:
@@ -123,6 +124,16 @@ class TopicReader:
     def close(self) -> None:
         """Close the consumer."""
         self.consumer.close()
+
+
+def poll_until(check: Callable[[], T | None], timeout_s: float, every_s: float = 0.1) -> T | None:
+    """``check()`` again and again until it gives something, or None when the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = check()
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        time.sleep(every_s)
 
 
 def pid_alive(pid: int) -> bool:

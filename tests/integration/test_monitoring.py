@@ -20,7 +20,7 @@ from services.core.embedded import free_port
 from services.core.settings import Settings
 from services.core.state import connect_redis
 from services.core.topics import TopicRole, Topics
-from tests.integration.support import OpenReader, StartService, produce
+from tests.integration.support import OpenReader, StartService, poll_until, produce
 
 KEY = b"entity-0"
 #: Error rate 0.05 under version 3, then 0.40 under version 4: a worse model went live.
@@ -302,15 +302,15 @@ def wait_for_checkpoint(settings: Settings, role: TopicRole, covering: int) -> N
     client = connect_redis(settings)
     key = f"eddy:{settings.topic_prefix}monitoring:{settings.model_name}:checkpoint"
     topic = Topics(settings.topic_prefix)(role)
-    deadline, seen = time.monotonic() + 60, 0
-    while time.monotonic() < deadline:
+
+    def covered() -> int:
         raw = client.hget(key, "positions")
         positions = json.loads(raw) if raw else []
-        seen = sum(offset for name, _partition, offset in positions if name == topic)
-        if seen >= covering:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the newest checkpoint covers {seen} of {covering} {role} messages")
+        return sum(offset for name, _partition, offset in positions if name == topic)
+
+    poll_until(lambda: True if covered() >= covering else None, timeout_s=60)
+    seen = covered()
+    assert seen >= covering, f"the newest checkpoint covers {seen} of {covering} {role} messages"
 
 
 def test_monitoring_killed_as_a_change_begins_reports_it_once_after_its_restart(

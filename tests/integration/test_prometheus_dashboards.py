@@ -24,6 +24,7 @@ import pytest
 from services.core.demo import LoopRun, Scenario, loop_settings
 from services.core.embedded import free_port, stop_child
 from services.core.settings import Settings
+from tests.integration.support import poll_until
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "dashboards"
 
@@ -152,13 +153,15 @@ class ScrapedLoop(LoopRun):
 
 
 def _metrics_port(log: Path) -> int:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def logged() -> int | None:
         for line in log.read_text(errors="replace").splitlines():
             if '"metrics_port"' in line:
                 return int(json.loads(line)["metrics_port"])
-        time.sleep(0.2)
-    raise AssertionError(f"no metrics port logged in {log}")
+        return None
+
+    port = poll_until(logged, timeout_s=30, every_s=0.2)
+    assert port is not None, f"no metrics port logged in {log}"
+    return port
 
 
 def test_every_dashboard_query_returns_data_while_the_loop_runs(
