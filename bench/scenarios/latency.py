@@ -8,6 +8,7 @@ confluent-kafka relays (raw → features → predictions), each a competent at-l
 wait for the first message, take the rest already fetched, decode the JSON, add a field,
 encode, produce, then flush and commit the batch. The relays use the same librdkafka latency
 settings as Eddy (``fetch.wait.max.ms``, ``linger.ms``), so the ratio is Eddy's own overhead.
+Each rate runs on fresh topics and processes, for both.
 
 A rate is *held* when the backlog (events sent but not yet predicted) stays bounded: at every
 10 ms step of the last second of sending it is at most half a second's worth of events
@@ -36,7 +37,7 @@ from services.core.client import EddyClient, PredictionTimeoutError
 from services.core.embedded import spawn_child, stop_child
 from services.core.kafka import make_producer
 from services.core.settings import Settings
-from services.core.topics import Topics
+from services.core.topics import TopicRole, Topics
 
 SCENARIO = "latency"
 #: Offered rates (events/s), lowest first.
@@ -49,8 +50,6 @@ TARGET_P99_MS = 25.0
 DRAIN_S = 2.0
 #: A held rate's backlog in the last second of sending is at most this many seconds of events.
 BACKLOG_LIMIT_S = 0.5
-#: How long to wait for a rate's backlog to clear before offering the next one.
-SETTLE_S = 30.0
 QUANTILES = (50, 95, 99)
 
 
@@ -101,14 +100,18 @@ def held(trace: Trace) -> bool:
 
 
 class Pipeline:
-    """Raw events in, predictions out: the paced producer and the arrival clock of one run."""
+    """Raw events in, predictions out: the paced producer and the arrival clock of one run.
 
-    def __init__(self, settings: Settings) -> None:
+    ``watched`` is the topic whose arrivals are timed: ``raw`` itself times one hop through the
+    broker alone.
+    """
+
+    def __init__(self, settings: Settings, watched: TopicRole = "predictions") -> None:
         self.settings = settings
         topics = Topics(settings.topic_prefix)
         self.raw_topic = topics("raw")
         self.producer = make_producer(settings)
-        self.clock = ArrivalClock(settings, [topics("predictions")])
+        self.clock = ArrivalClock(settings, [topics(watched)])
         self.clock.start()
 
     def warm_up(self, tag: str, timeout_s: float = 60.0) -> None:
@@ -136,9 +139,7 @@ class Pipeline:
         arrivals = self.clock.arrivals
         trace = Trace(rate, sent, [arrivals.get(e) for e in ids])
         latencies = trace.latencies_ms(missing_at=sent[-1] + DRAIN_S)
-        result = RateResult(rate, {q: percentile(latencies, q) for q in QUANTILES}, held(trace))
-        self.clock.wait_for(ids, SETTLE_S)  # a backlog left over would slow the next rate
-        return result
+        return RateResult(rate, {q: percentile(latencies, q) for q in QUANTILES}, held(trace))
 
     def close(self) -> None:
         """Stop the clock and the producer."""
@@ -146,9 +147,15 @@ class Pipeline:
         self.producer.flush(10)
 
 
-def _offer_all(pipeline: Pipeline, rates: tuple[int, ...], duration_s: float) -> list[RateResult]:
-    pipeline.warm_up("w")
-    return [pipeline.offer(rate, duration_s, f"r{rate}") for rate in rates]
+def _offer_one(
+    settings: Settings, rate: int, duration_s: float, watched: TopicRole = "predictions"
+) -> RateResult:
+    pipeline = Pipeline(settings, watched)
+    try:
+        pipeline.warm_up("w")
+        return pipeline.offer(rate, duration_s, f"r{rate}")
+    finally:
+        pipeline.close()
 
 
 def _wait_until_serving(settings: Settings, timeout_s: float = 60.0) -> None:
@@ -164,32 +171,44 @@ def _wait_until_serving(settings: Settings, timeout_s: float = 60.0) -> None:
 
 
 def eddy_run(ctx: Context, rates: tuple[int, ...], duration_s: float) -> list[RateResult]:
-    """Every rate through ingest and serving (fresh topics, model and processes)."""
-    settings = ctx.settings()
-    publish_model(settings)
+    """Every rate through ingest and serving, each on fresh topics, model and processes.
+
+    Fresh for each rate because the embedded broker's fetches cost more as a topic grows (it
+    keeps everything): on one set of topics each rate would also pay for the events of every
+    rate before it.
+    """
     schema = str(feature_schema_file(ctx.workdir))
-    with ctx.services(settings, "ingest", "serving", EDDY_INGEST__FEATURE_SCHEMA=schema):
-        _wait_until_serving(settings)
-        pipeline = Pipeline(settings)
-        try:
-            return _offer_all(pipeline, rates, duration_s)
-        finally:
-            pipeline.close()
+    results = []
+    for rate in rates:
+        settings = ctx.settings()
+        publish_model(settings)
+        with ctx.services(settings, "ingest", "serving", EDDY_INGEST__FEATURE_SCHEMA=schema):
+            _wait_until_serving(settings)
+            results.append(_offer_one(settings, rate, duration_s))
+    return results
 
 
 def baseline_run(ctx: Context, rates: tuple[int, ...], duration_s: float) -> list[RateResult]:
-    """Every rate through two chained bare relays (fresh topics and processes)."""
-    settings = ctx.settings()
-    topics = Topics(settings.topic_prefix)
-    with (
-        _relay(ctx, settings, topics("raw"), topics("features"), "ingested"),
-        _relay(ctx, settings, topics("features"), topics("predictions"), "predicted"),
-    ):
-        pipeline = Pipeline(settings)
-        try:
-            return _offer_all(pipeline, rates, duration_s)
-        finally:
-            pipeline.close()
+    """Every rate through two chained bare relays, each on fresh topics and processes."""
+    results = []
+    for rate in rates:
+        settings = ctx.settings()
+        topics = Topics(settings.topic_prefix)
+        with (
+            _relay(ctx, settings, topics("raw"), topics("features"), "ingested"),
+            _relay(ctx, settings, topics("features"), topics("predictions"), "predicted"),
+        ):
+            results.append(_offer_one(settings, rate, duration_s))
+    return results
+
+
+def hop_run(ctx: Context, rates: tuple[int, ...], duration_s: float) -> list[RateResult]:
+    """Every rate produced and read back with no process between, each on a fresh topic.
+
+    The floor a broker puts under every hop: a prediction is three such hops (raw → ingest →
+    serving → its reader).
+    """
+    return [_offer_one(ctx.settings(), rate, duration_s, watched="raw") for rate in rates]
 
 
 @contextmanager
@@ -258,17 +277,24 @@ def bare_relay(
 
 
 def run(ctx: Context) -> list[Figure]:
-    """Median p50/p95/p99 per rate and the highest rate held, for Eddy and the bare relays."""
+    """Median p50/p95/p99 per rate and the highest rate held, for Eddy and the bare relays.
+
+    Beside them, one hop's p50 and p99 with nothing between producer and reader.
+    """
     rates = RATES_QUICK if ctx.quick else RATES_FULL
     duration_s = 3.0 if ctx.quick else 8.0
     eddy: list[list[RateResult]] = []
     bare: list[list[RateResult]] = []
+    hop: list[list[RateResult]] = []
     for i in range(ctx.repeats):
+        hop.append(hop_run(ctx, rates, duration_s))
         bare.append(baseline_run(ctx, rates, duration_s))
         eddy.append(eddy_run(ctx, rates, duration_s))
         ctx.progress(
             f"   run {i + 1}: "
-            + "; ".join(_describe(e, b) for e, b in zip(eddy[-1], bare[-1], strict=True))
+            + "; ".join(
+                _describe(e, b, h) for e, b, h in zip(eddy[-1], bare[-1], hop[-1], strict=True)
+            )
         )
     figures = []
     for k, rate in enumerate(rates):
@@ -284,6 +310,17 @@ def run(ctx: Context) -> list[Figure]:
                     target=f"<= {TARGET_P99_MS:.0f} ms" if judged else "",
                     met=(lambda v, _b: v <= TARGET_P99_MS) if judged else None,
                     note="baseline: two chained bare confluent-kafka relays",
+                )
+            )
+        for q in (50, 99):
+            figures.append(
+                median_figure(
+                    SCENARIO,
+                    f"p{q} one hop, produced → read back, at {rate:,} ev/s",
+                    "ms",
+                    [run[k].quantiles_ms[q] for run in hop],
+                    note="no process between: the broker's floor under each of a "
+                    "prediction's three hops",
                 )
             )
     figures.append(
@@ -304,9 +341,9 @@ def _highest_held(results: list[RateResult]) -> float:
     return float(max((r.rate for r in results if r.held), default=0))
 
 
-def _describe(eddy: RateResult, bare: RateResult) -> str:
+def _describe(eddy: RateResult, bare: RateResult, hop: RateResult) -> str:
     def one(r: RateResult) -> str:
         held_mark = "" if r.held else " (not held)"
         return f"p50 {r.quantiles_ms[50]:.1f} p99 {r.quantiles_ms[99]:.1f} ms{held_mark}"
 
-    return f"{eddy.rate:,}/s eddy {one(eddy)}, bare {one(bare)}"
+    return f"{eddy.rate:,}/s eddy {one(eddy)}, bare {one(bare)}, one hop {one(hop)}"
