@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import sys
 import time
 import uuid
@@ -23,6 +22,7 @@ from bench.harness import Context, Figure, median_figure
 from schemas import FeatureEvent
 from services.core import registry
 from services.core.datasets import default_classifier
+from services.core.embedded import spawn_child, stop_child
 from services.core.kafka import make_consumer, make_producer
 from services.core.settings import Settings
 from services.core.topics import Topics
@@ -142,11 +142,16 @@ def _baseline_rate(ctx: Context, count: int, safe: bool) -> float:
         f"bare_loop({settings.kafka_bootstrap!r}, {topics('features')!r}, "
         f"{topics('predictions')!r}, {count}, {safe})"
     )
-    process = subprocess.Popen([sys.executable, "-c", code])
+    # a child that dies with the bench: killed mid-run, a plain Popen outlived it
+    log = ctx.workdir / f"bare-loop-{uuid.uuid4().hex[:6]}.log"
+    process = spawn_child([sys.executable, "-c", code], log)
     try:
         return output_rate(settings, "predictions", count)
     finally:
-        process.wait(60)
+        try:
+            process.wait(60)
+        finally:
+            stop_child(process)
 
 
 def _serving_rate(ctx: Context, count: int) -> float:
