@@ -52,15 +52,23 @@ def main(argv: list[str] | None = None) -> int:
     load: dict[str, dict[str, float]] = {}
     with scratch_dir() as scratch:
         kafka = tuned_for_embedded(settings.kafka) if settings.is_embedded else settings.kafka
-        ctx = Context("", "", Path(scratch), repeats=args.repeats, quick=args.quick, kafka=kafka)
+        ctx = Context(
+            "",
+            "",
+            Path(scratch),
+            repeats=args.repeats,
+            quick=args.quick,
+            kafka=kafka,
+            embedded=settings.is_embedded,
+        )
         for name in chosen:
             started, meter = time.monotonic(), MachineLoad()
             print(f"== {name}", flush=True)
             module = importlib.import_module(f"bench.scenarios.{name}")
-            # A fresh embedded stack per scenario: the broker keeps every topic in memory, and
-            # one scenario's hundreds of thousands of messages slowed the next one's fetches
-            # (after serving throughput, latency's baseline relays had p50 38-42 ms at 500 ev/s;
-            # 25 ms on a fresh broker).
+            # A fresh embedded stack per scenario, and within it one per trial (Context.
+            # own_servers): the broker keeps every topic in memory, and one scenario's hundreds
+            # of thousands of messages slowed the next one's fetches (after serving throughput,
+            # latency's baseline relays had p50 38-42 ms at 500 ev/s; 25 ms on a fresh broker).
             with EmbeddedStack() if settings.is_embedded else _NoStack() as stack:
                 ctx.kafka_bootstrap = settings.kafka_bootstrap or stack.kafka_bootstrap
                 ctx.redis_url = settings.redis_url or stack.redis_url

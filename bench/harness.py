@@ -1,7 +1,8 @@
 """What every benchmark scenario shares: the servers, fresh settings, figures and their report.
 
-Speed figures are medians over repeated runs and come with a baseline measured in the same run
-on the same broker, as a ratio, because the machines are shared and noisy.
+Speed figures are medians over repeated runs and come with a baseline measured in the same run,
+as a ratio, because the machines are shared and noisy. On the embedded stack each trial, the
+baseline's as Eddy's, gets a broker and Redis of its own (``Context.own_servers``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from services.core.embedded import EmbeddedStack
 from services.core.kafka import create_topics
 from services.core.settings import KafkaSettings, Settings
 from services.core.supervisor import ServiceProcess, service_env
@@ -64,6 +66,8 @@ class Context:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     #: Process ids of the embedded broker and Redis (empty on external servers).
     server_pids: dict[str, int] = field(default_factory=dict)
+    #: Whether the servers are an embedded stack this bench started (see ``own_servers``).
+    embedded: bool = False
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     progress: Callable[[str], None] = print
 
@@ -81,6 +85,28 @@ class Context:
         settings = settings.model_copy(update=updates)
         create_topics(settings)
         return settings
+
+    @contextmanager
+    def own_servers(self) -> Iterator[None]:
+        """A fresh embedded broker and Redis for one trial; configured endpoints stay as they are.
+
+        The embedded broker keeps every topic, group and message in memory, and its CPU grows
+        with what earlier trials left: over the three ramps of one loop-capacity scenario on one
+        broker, it took 0.34, 0.48 and 0.56 of a core at the first step (250 ev/s), leaving
+        the services less of the machine at every step after. A trial's own servers measure the
+        services, not what the trials before it left behind.
+        """
+        if not self.embedded:
+            yield
+            return
+        outer = (self.kafka_bootstrap, self.redis_url, self.server_pids)
+        with EmbeddedStack(workdir=self.workdir / f"stack-{uuid.uuid4().hex[:6]}") as stack:
+            self.kafka_bootstrap, self.redis_url = stack.kafka_bootstrap, stack.redis_url
+            self.server_pids = dict(zip(("broker", "redis"), stack.pids, strict=False))
+            try:
+                yield
+            finally:
+                self.kafka_bootstrap, self.redis_url, self.server_pids = outer
 
     @contextmanager
     def services(

@@ -97,15 +97,16 @@ def loop_reports(ctx: Context, stream: LoopStream) -> list[LoopReport]:
         reports = []
         for i in range(ctx.repeats):
             started = time.monotonic()
-            settings = loop_settings(
-                ctx.settings(model_name=stream.scenario.stream),
-                feature_schema=stream.scenario.stream,
-                publish_every=stream.publish_every,
-                validation_window=stream.validation_window,
-            )
-            workdir = ctx.workdir / f"loop-{uuid.uuid4().hex[:6]}"
-            workdir.mkdir(parents=True)
-            report = LoopRun(settings, stream.scenario, workdir, _quiet).run()
+            with ctx.own_servers():
+                settings = loop_settings(
+                    ctx.settings(model_name=stream.scenario.stream),
+                    feature_schema=stream.scenario.stream,
+                    publish_every=stream.publish_every,
+                    validation_window=stream.validation_window,
+                )
+                workdir = ctx.workdir / f"loop-{uuid.uuid4().hex[:6]}"
+                workdir.mkdir(parents=True)
+                report = LoopRun(settings, stream.scenario, workdir, _quiet).run()
             reports.append(report)
             ctx.progress(
                 f"   {stream.label} run {i + 1}: {len(report.predictions):,} predictions, "

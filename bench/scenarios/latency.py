@@ -8,7 +8,7 @@ confluent-kafka relays (raw → features → predictions), each a competent at-l
 wait for the first message, take the rest already fetched, decode the JSON, add a field,
 encode, produce, then flush and commit the batch. The relays use the same librdkafka latency
 settings as Eddy (``fetch.wait.max.ms``, ``linger.ms``), so the ratio is Eddy's own overhead.
-Each rate runs on fresh topics and processes, for both.
+Each rate runs on fresh servers, topics and processes, for both.
 
 A rate is *held* when the backlog (events sent but not yet predicted) stays bounded: at every
 10 ms step of the last second of sending it is at most half a second's worth of events
@@ -171,44 +171,49 @@ def _wait_until_serving(settings: Settings, timeout_s: float = 60.0) -> None:
 
 
 def eddy_run(ctx: Context, rates: tuple[int, ...], duration_s: float) -> list[RateResult]:
-    """Every rate through ingest and serving, each on fresh topics, model and processes.
+    """Every rate through ingest and serving, each on fresh servers, topics, model and processes.
 
-    Fresh for each rate because the embedded broker's fetches cost more as a topic grows (it
-    keeps everything): on one set of topics each rate would also pay for the events of every
-    rate before it.
+    Fresh for each rate because the embedded broker keeps everything and slows as it fills
+    (``Context.own_servers``): each rate would also pay for the events of every rate before it.
     """
     schema = str(feature_schema_file(ctx.workdir))
     results = []
     for rate in rates:
-        settings = ctx.settings()
-        publish_model(settings)
-        with ctx.services(settings, "ingest", "serving", EDDY_INGEST__FEATURE_SCHEMA=schema):
-            _wait_until_serving(settings)
-            results.append(_offer_one(settings, rate, duration_s))
+        with ctx.own_servers():
+            settings = ctx.settings()
+            publish_model(settings)
+            with ctx.services(settings, "ingest", "serving", EDDY_INGEST__FEATURE_SCHEMA=schema):
+                _wait_until_serving(settings)
+                results.append(_offer_one(settings, rate, duration_s))
     return results
 
 
 def baseline_run(ctx: Context, rates: tuple[int, ...], duration_s: float) -> list[RateResult]:
-    """Every rate through two chained bare relays, each on fresh topics and processes."""
+    """Every rate through two chained bare relays, each on fresh servers, topics and processes."""
     results = []
     for rate in rates:
-        settings = ctx.settings()
-        topics = Topics(settings.topic_prefix)
-        with (
-            _relay(ctx, settings, topics("raw"), topics("features"), "ingested"),
-            _relay(ctx, settings, topics("features"), topics("predictions"), "predicted"),
-        ):
-            results.append(_offer_one(settings, rate, duration_s))
+        with ctx.own_servers():
+            settings = ctx.settings()
+            topics = Topics(settings.topic_prefix)
+            with (
+                _relay(ctx, settings, topics("raw"), topics("features"), "ingested"),
+                _relay(ctx, settings, topics("features"), topics("predictions"), "predicted"),
+            ):
+                results.append(_offer_one(settings, rate, duration_s))
     return results
 
 
 def hop_run(ctx: Context, rates: tuple[int, ...], duration_s: float) -> list[RateResult]:
-    """Every rate produced and read back with no process between, each on a fresh topic.
+    """Every rate produced and read back with no process between, each on fresh servers.
 
     The floor a broker puts under every hop: a prediction is three such hops (raw → ingest →
     serving → its reader).
     """
-    return [_offer_one(ctx.settings(), rate, duration_s, watched="raw") for rate in rates]
+    results = []
+    for rate in rates:
+        with ctx.own_servers():
+            results.append(_offer_one(ctx.settings(), rate, duration_s, watched="raw"))
+    return results
 
 
 @contextmanager

@@ -364,11 +364,11 @@ class StepRun:
 
 
 def loop_run(ctx: Context, ramp: Sequence[int], step_s: float) -> LoopResult:
-    """One ramp, each step a trial of its own on fresh topics and services; sustained rates.
+    """One ramp, each step a trial of its own on fresh servers and services; sustained rates.
 
-    Fresh topics because the embedded broker's fetches cost more as a topic grows (it keeps
-    everything): on one set of topics each step would also pay for the events of every step
-    before it, and the ramp would measure its own length as much as the services.
+    Fresh because the embedded broker keeps everything and slows as it fills (``Context.
+    own_servers``): each step would also pay for the events of every step before it, and the
+    ramp would measure its own length as much as the services.
     """
     verdicts: dict[str, list[StepVerdict]] = {s: [] for s in SERVICES}
     cpu_by_step: list[dict[str, float]] = []
@@ -392,7 +392,12 @@ def loop_run(ctx: Context, ramp: Sequence[int], step_s: float) -> LoopResult:
 
 
 def _step_run(ctx: Context, rate: int, step_s: float) -> StepRun:
-    """``rate`` raw events/s for ``step_s`` through five fresh services on fresh topics."""
+    """``rate`` raw events/s for ``step_s`` through five fresh services on fresh servers."""
+    with ctx.own_servers():
+        return _trial(ctx, rate, step_s)
+
+
+def _trial(ctx: Context, rate: int, step_s: float) -> StepRun:
     settings = ctx.settings(model_name="sea")
     settings = settings.model_copy(
         update={"ingest": settings.ingest.model_copy(update={"feature_schema": "sea"})}

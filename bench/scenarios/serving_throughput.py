@@ -134,6 +134,11 @@ def bare_loop(bootstrap: str, source: str, sink: str, count: int, safe: bool) ->
 
 
 def _baseline_rate(ctx: Context, count: int, safe: bool) -> float:
+    with ctx.own_servers():
+        return _bare_loop_rate(ctx, count, safe)
+
+
+def _bare_loop_rate(ctx: Context, count: int, safe: bool) -> float:
     settings = ctx.settings()
     produce_features(settings, count)
     topics = Topics(settings.topic_prefix)
@@ -155,11 +160,12 @@ def _baseline_rate(ctx: Context, count: int, safe: bool) -> float:
 
 
 def _serving_rate(ctx: Context, count: int) -> float:
-    settings = ctx.settings()
-    publish_model(settings)
-    produce_features(settings, count)
-    with ctx.services(settings, "serving"):
-        return output_rate(settings, "predictions", count)
+    with ctx.own_servers():
+        settings = ctx.settings()
+        publish_model(settings)
+        produce_features(settings, count)
+        with ctx.services(settings, "serving"):
+            return output_rate(settings, "predictions", count)
 
 
 def run(ctx: Context) -> list[Figure]:

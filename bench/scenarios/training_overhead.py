@@ -99,7 +99,12 @@ def _crossing(samples: list[tuple[float, float, float]], level: float) -> tuple[
 
 
 def service_rate(ctx: Context, rows: Rows, timeout_s: float = 300) -> Rate:
-    """The training service's rate between 10% and 90% of ``rows``."""
+    """The training service's rate between 10% and 90% of ``rows``, on servers of its own."""
+    with ctx.own_servers():
+        return _service_rate(ctx, rows, timeout_s)
+
+
+def _service_rate(ctx: Context, rows: Rows, timeout_s: float) -> Rate:
     settings = ctx.settings()
     produce_examples(settings, rows)
     port = free_port()
