@@ -2,19 +2,19 @@
 
 The five services run as in ``eddy demo`` (separate processes, SEA feature schema, stationary
 SEA stream, versions every ``EDDY_TRAINING__PUBLISH_EVERY`` examples); this process plays
-producer and label source, batching as such a source would (``SOURCE_LINGER_MS``). It offers
-raw events on a ramp of rates, each step a trial of its own: fresh servers (on the embedded
-stack), topics and services, a slow warm-up stream, then the step's rate for a fixed time. (On
-one set of topics for the whole ramp, each step also paid for the events of the steps before
-it, as the embedded broker's fetches cost more the longer a topic: three ramps from 250 ev/s
-held 1,500-2,000 ev/s, where ten from 1,500 held 3,000 or 4,000 in nine. On fresh topics but
-one broker, its CPU still grew with what earlier steps left: ``Context.own_servers``.) Every
-event's label follows it ``LABEL_DELAY_S``
-later. Four times a second the bench reads each service's consumer lag: the end offsets of its
-input topics minus the offsets its consumer group committed (the admin API; a service's inputs
-are the topics it is declared to read plus any its group committed on), the end offsets
-interpolated to the moment the committed ones were read. (Read once a second, six points made
-the lag's slope too noisy: a service could fall behind at one step and keep up at the next two.)
+producer and label source, batching as such a source would (``SOURCE_LINGER_MS``). It offers raw
+events on a ramp of rates, each step a trial of its own: fresh servers (on the embedded stack),
+topics and services, a slow warm-up stream, then the step's rate for a fixed time. (On one set
+of topics for the whole ramp, each step also paid for the events of the steps before it, as the
+embedded broker's fetches cost more the longer a topic: three ramps from 250 ev/s held
+1,500-2,000 ev/s, where ten from 1,500 held 3,000 or 4,000 in nine. On fresh topics but one
+broker, its CPU still grew with what earlier steps left: ``Context.own_servers``.) Every event's
+label follows it ``LABEL_DELAY_S`` later. Four times a second the bench reads each service's
+consumer lag: the end offsets of its input topics minus the offsets its consumer group committed
+(the admin API; a service's inputs are the topics it is declared to read plus any its group
+committed on), the end offsets interpolated to the moment the committed ones were read. (Read
+once a second, six points made the lag's slope too noisy: a service could fall behind at one
+step and keep up at the next two.)
 
 A service *keeps up* during a step when, over the step without its first second, the
 least-squares slope of its lag is at most ``GROWTH_LIMIT`` of its input rate (messages/s that
