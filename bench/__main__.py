@@ -18,7 +18,7 @@ from bench.harness import (
     scratch_dir,
     write_results,
 )
-from services.core.embedded import EmbeddedStack, tuned_for_embedded
+from services.core.embedded import tuned_for_embedded
 from services.core.settings import Settings
 
 #: Scenario modules under bench/scenarios, in the order they run.
@@ -52,33 +52,25 @@ def main(argv: list[str] | None = None) -> int:
     load: dict[str, dict[str, float]] = {}
     with scratch_dir() as scratch:
         kafka = tuned_for_embedded(settings.kafka) if settings.is_embedded else settings.kafka
+        # where an endpoint is not configured, each trial starts its own (Context.own_servers)
         ctx = Context(
-            "",
-            "",
+            settings.kafka_bootstrap or "",
+            settings.redis_url or "",
             Path(scratch),
             repeats=args.repeats,
             quick=args.quick,
             kafka=kafka,
-            embedded=settings.is_embedded,
         )
         for name in chosen:
             started, meter = time.monotonic(), MachineLoad()
             print(f"== {name}", flush=True)
             module = importlib.import_module(f"bench.scenarios.{name}")
-            # A fresh embedded stack per scenario, and within it one per trial (Context.
-            # own_servers): the broker keeps every topic in memory, and one scenario's hundreds
-            # of thousands of messages slowed the next one's fetches (after serving throughput,
-            # latency's baseline relays had p50 38-42 ms at 500 ev/s; 25 ms on a fresh broker).
-            with EmbeddedStack() if settings.is_embedded else _NoStack() as stack:
-                ctx.kafka_bootstrap = settings.kafka_bootstrap or stack.kafka_bootstrap
-                ctx.redis_url = settings.redis_url or stack.redis_url
-                ctx.server_pids = dict(zip(("broker", "redis"), stack.pids, strict=False))
-                try:
-                    figures.extend(module.run(ctx))
-                except Exception as exc:  # reported; the exit status says so
-                    traceback.print_exc()
-                    failed[name] = f"{type(exc).__name__}: {exc}"
-                    print(f"   {name} FAILED: {failed[name]}", flush=True)
+            try:
+                figures.extend(module.run(ctx))
+            except Exception as exc:  # reported; the exit status says so
+                traceback.print_exc()
+                failed[name] = f"{type(exc).__name__}: {exc}"
+                print(f"   {name} FAILED: {failed[name]}", flush=True)
             elapsed, cores = time.monotonic() - started, meter.cores()
             load[name] = {
                 "seconds": round(elapsed, 1),
@@ -99,20 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED scenarios: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
-
-
-class _NoStack:
-    """Stands in for the embedded stack when endpoints are configured."""
-
-    kafka_bootstrap = ""
-    redis_url = ""
-    pids: list[int] = []
-
-    def __enter__(self) -> _NoStack:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 if __name__ == "__main__":

@@ -1,50 +1,55 @@
-"""The bench gives each trial servers of its own on the embedded stack, and only there."""
+"""The bench gives each trial embedded servers of its own, except where endpoints are configured."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import pytest
 import redis
 
 from bench.harness import Context
 from services.core.embedded import EmbeddedStack
+from tests.integration.support import pid_alive
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def test_each_trial_gets_fresh_servers_that_stop_after_it(tmp_path: Path) -> None:
+    ctx = Context("", "", tmp_path)
+    seen: list[tuple[str, str, dict[str, int]]] = []
 
+    for trial in ("first", "second"):
+        with ctx.own_servers():
+            seen.append((ctx.kafka_bootstrap, ctx.redis_url, dict(ctx.server_pids)))
+            settings = ctx.settings()  # creates its topics on the trial's broker
+            assert settings.kafka_bootstrap == ctx.kafka_bootstrap
+            client = redis.Redis.from_url(ctx.redis_url)
+            # nothing the first trial wrote is there for the second
+            assert client.get("trial") is None
+            client.set("trial", trial)
 
-def test_a_trial_gets_fresh_servers_that_stop_after_it(
-    stack: EmbeddedStack, tmp_path: Path
-) -> None:
-    ctx = Context(stack.kafka_bootstrap, stack.redis_url, tmp_path, embedded=True)
-    ctx.server_pids = {"broker": stack.pids[0], "redis": stack.pids[1]}
-
-    with ctx.own_servers():
-        inside = (ctx.kafka_bootstrap, ctx.redis_url, dict(ctx.server_pids))
-        settings = ctx.settings()  # creates its topics on the trial's broker
-        redis.Redis.from_url(ctx.redis_url).set("trial", "1")
-        assert settings.kafka_bootstrap == inside[0]
-
-    assert inside[0] != stack.kafka_bootstrap
-    assert inside[1] != stack.redis_url
-    assert set(inside[2].values()).isdisjoint(stack.pids)
-    # afterwards: the outer servers again, the trial's gone, and nothing it wrote leaked out
-    assert (ctx.kafka_bootstrap, ctx.redis_url) == (stack.kafka_bootstrap, stack.redis_url)
-    assert ctx.server_pids == {"broker": stack.pids[0], "redis": stack.pids[1]}
-    assert not any(_alive(pid) for pid in inside[2].values())
-    assert redis.Redis.from_url(stack.redis_url).get("trial") is None
+    (first_kafka, first_redis, first_pids), (second_kafka, second_redis, _) = seen
+    assert first_kafka != second_kafka and first_redis != second_redis
+    assert set(first_pids) == {"broker", "redis"}
+    assert not any(pid_alive(pid) for _, _, pids in seen for pid in pids.values())
+    # between trials there are no servers to measure on
+    assert (ctx.kafka_bootstrap, ctx.redis_url, ctx.server_pids) == ("", "", {})
+    with pytest.raises(RuntimeError, match="own_servers"):
+        ctx.settings()
 
 
 def test_configured_endpoints_are_kept_for_every_trial(
     stack: EmbeddedStack, tmp_path: Path
 ) -> None:
-    ctx = Context(stack.kafka_bootstrap, stack.redis_url, tmp_path, embedded=False)
+    ctx = Context(stack.kafka_bootstrap, stack.redis_url, tmp_path)
 
     with ctx.own_servers():
         assert (ctx.kafka_bootstrap, ctx.redis_url) == (stack.kafka_bootstrap, stack.redis_url)
+        assert ctx.server_pids == {}
+
+
+def test_only_the_missing_endpoint_is_embedded(stack: EmbeddedStack, tmp_path: Path) -> None:
+    ctx = Context(stack.kafka_bootstrap, "", tmp_path)
+
+    with ctx.own_servers():
+        assert ctx.kafka_bootstrap == stack.kafka_bootstrap
+        assert ctx.redis_url not in ("", stack.redis_url)
+        assert list(ctx.server_pids) == ["redis"]

@@ -308,9 +308,12 @@ def wait_for_checkpoint(settings: Settings, role: TopicRole, covering: int) -> N
         positions = json.loads(raw) if raw else []
         return sum(offset for name, _partition, offset in positions if name == topic)
 
-    poll_until(lambda: True if covered() >= covering else None, timeout_s=60)
-    seen = covered()
-    assert seen >= covering, f"the newest checkpoint covers {seen} of {covering} {role} messages"
+    def enough() -> int | None:
+        seen = covered()
+        return seen if seen >= covering else None
+
+    seen = poll_until(enough, timeout_s=60)
+    assert seen is not None, f"the checkpoint covers {covered()} of {covering} {role} messages"
 
 
 def test_monitoring_killed_as_a_change_begins_reports_it_once_after_its_restart(
