@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
+import pydantic_core
 from pydantic import Field
 
 from schemas.base import Features, Identifier, Payload, Target, utc_now
@@ -26,6 +28,57 @@ class Prediction(Payload):
         None, description="Class probabilities (classifiers), keyed by the class as a string."
     )
     served_at: datetime = Field(default_factory=utc_now)
+
+
+def prediction_json(
+    event_id: str,
+    entity_id: str,
+    ts: datetime,
+    model_name: str,
+    model_version: int,
+    prediction: Any,
+    probabilities: dict[str, float] | None,
+    variant: Variant = "champion",
+) -> bytes:
+    """What ``Prediction(...).model_dump_json()`` gives, at a third of its cost, for serving.
+
+    Serving writes one per event, and validating the model would mostly re-check what came
+    validated (the ids and time of a ``FeatureEvent``, a version from the registry). What the
+    model returned is checked here: a numpy scalar becomes its Python value, and anything not
+    a class or a finite number raises ValueError. A test holds the two encodings equal.
+    """
+    prediction = _target(prediction)
+    if probabilities is not None:
+        for key, value in probabilities.items():
+            if not (isinstance(key, str) and isinstance(value, float) and math.isfinite(value)):
+                raise ValueError(f"the model gave a probability {key!r}: {value!r}")
+    return pydantic_core.to_json(
+        {
+            "schema_version": 1,
+            "event_id": event_id,
+            "entity_id": entity_id,
+            "ts": ts,
+            "model_name": model_name,
+            "model_version": model_version,
+            "variant": variant,
+            "prediction": prediction,
+            "probabilities": probabilities,
+            "served_at": utc_now(),
+        }
+    )
+
+
+def _target(value: Any) -> Target | None:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"the model predicted {float(value)!r}")
+        return float(value)
+    item = getattr(value, "item", None)  # a numpy scalar
+    if callable(item):
+        return _target(item())
+    raise ValueError(f"the model predicted a {type(value).__name__}, not a class or a number")
 
 
 class PredictionRequest(Payload):

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from confluent_kafka import Message
 from pydantic import BaseModel, ValidationError
@@ -29,9 +29,8 @@ DLQ_ORIGINAL_LIMIT = 16_384
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
 
 
-@dataclass(frozen=True, slots=True)
-class Outbound:
-    """One message a handler wants produced."""
+class Outbound(NamedTuple):
+    """One message a handler wants produced (a tuple: one is built per output event)."""
 
     topic: str
     key: bytes | None

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 
 from confluent_kafka import Message
 
-from schemas import FeatureEvent, Prediction, PredictionReply, PredictionRequest
+from schemas import FeatureEvent, PredictionReply, PredictionRequest
+from schemas.predictions import prediction_json
 from services.core import metrics
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
-from services.core.stream import BatchHandler, Effects, dead_letter, decode
+from services.core.stream import BatchHandler, Effects, Outbound, dead_letter, decode
 from services.serving.watcher import ModelWatcher
 
 SERVICE = "serving"
@@ -36,12 +37,22 @@ class FeaturesHandler:
         version = champion.version
         predict = champion.predictor.predict
         observe, now = self.latency.observe, time.time()
+        outputs = effects.outputs
         for message in messages:
             event = decode(message, FeatureEvent, SERVICE, self.dlq_topic, effects)
             if event is None:
                 continue
             try:
                 label, proba = predict(event.features)
+                value = prediction_json(
+                    event.event_id,
+                    event.entity_id,
+                    event.ts,
+                    version.model_name,
+                    version.version,
+                    label,
+                    proba,
+                )
             except Exception as exc:  # a model failing on one input must not stop serving
                 metrics.REJECTED.labels(SERVICE, "handler_error").inc()
                 letter = dead_letter(
@@ -49,16 +60,7 @@ class FeaturesHandler:
                 )
                 effects.emit(self.dlq_topic, message.key(), letter)
                 continue
-            prediction = Prediction(
-                event_id=event.event_id,
-                entity_id=event.entity_id,
-                ts=event.ts,
-                model_name=version.model_name,
-                model_version=version.version,
-                prediction=label,
-                probabilities=proba,
-            )
-            effects.emit(self.predictions_topic, event.entity_id, prediction)
+            outputs.append(Outbound(self.predictions_topic, event.entity_id.encode(), value))
             observe(max(0.0, now - event.ingested_at.timestamp()))
         return effects
 
