@@ -170,7 +170,7 @@ def _serving_rate(ctx: Context, count: int) -> float:
 
 def run(ctx: Context) -> list[Figure]:
     """Median events/s of serving and of both bare loops, and the ratios."""
-    count = 5_000 if ctx.quick else 30_000
+    count = 5_000 if ctx.quick else 50_000
     safe, fast, serving = [], [], []
     for i in range(ctx.repeats):
         safe.append(_baseline_rate(ctx, count, safe=True))
