@@ -49,6 +49,11 @@ class Effects:
         raw_key = key.encode() if isinstance(key, str) else key
         self.outputs.append(Outbound(topic, raw_key, payload.model_dump_json().encode()))
 
+    def emit_json(self, topic: str, key: str | bytes | None, value: bytes) -> None:
+        """Queue JSON already encoded (a hot path's own encoder, held equal to its model's)."""
+        raw_key = key.encode() if isinstance(key, str) else key
+        self.outputs.append(Outbound(topic, raw_key, value))
+
     def extend(self, other: Effects) -> None:
         """Add another handler's effects after these."""
         self.outputs.extend(other.outputs)

@@ -23,7 +23,7 @@ from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, Effects, decode
 from services.labeling.counts import LabelingCounts, LabelOutcome
-from services.labeling.examples import training_example
+from services.labeling.examples import training_example_json
 from services.labeling.pending import PendingEvent, PendingStore
 from services.labeling.uncertainty import uncertainty_worth_asking
 
@@ -78,9 +78,10 @@ class Labeling:
         tasked: list[str] = []
         for event_id, (event, state) in fresh.items():
             if state.early_label is not None:
-                label = Label.model_validate_json(state.early_label)
-                example = training_example(event, label, _prediction(state))
-                effects.emit(self.examples_topic, event.entity_id, example)
+                key, example = training_example_json(
+                    events[event_id][1], state.early_label, state.prediction
+                )
+                effects.emit_json(self.examples_topic, key, example)
                 joined.append(event_id)
             elif state.prediction is not None:
                 prediction = Prediction.model_validate_json(state.prediction)
@@ -122,7 +123,7 @@ class Labeling:
         known = self.store.park_labels(
             {i: raw for i, (_label, raw) in labels.items() if i not in self.joining}
         )
-        ready: list[tuple[Label, PendingEvent]] = []
+        ready: list[tuple[str, PendingEvent]] = []
         for event_id, state in known.items():
             if state.labeled or state.early_label is not None:
                 # a parked label stays until its join is acknowledged: it also stands for a label
@@ -131,16 +132,17 @@ class Labeling:
             elif state.expired:
                 outcomes["expired"] += 1
             elif state.features is not None:
-                ready.append((labels[event_id][0], state))
+                ready.append((event_id, state))
             else:
                 outcomes["early"] += 1  # parked until its features come
         joined: list[str] = []
-        for label, state in ready:
+        for event_id, state in ready:
             assert state.features is not None
-            event = FeatureEvent.model_validate_json(state.features)
-            example = training_example(event, label, _prediction(state))
-            effects.emit(self.examples_topic, event.entity_id, example)
-            joined.append(label.event_id)
+            key, example = training_example_json(
+                state.features, labels[event_id][1], state.prediction
+            )
+            effects.emit_json(self.examples_topic, key, example)
+            joined.append(event_id)
         outcomes["joined"] += len(joined)
         self.counts.labels(outcomes)
         self._after_ack(effects, joined, [])
@@ -243,10 +245,6 @@ class Labeling:
         self.store.settle(joined, tasked)
         self.joining.difference_update(joined)
         self.tasking.difference_update(tasked)
-
-
-def _prediction(state: PendingEvent) -> Prediction | None:
-    return None if state.prediction is None else Prediction.model_validate_json(state.prediction)
 
 
 def handlers(runtime: Runtime) -> tuple[dict[str, BatchHandler], Callable[[], Effects]]:

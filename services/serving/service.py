@@ -13,7 +13,7 @@ from schemas.predictions import prediction_json
 from services.core import metrics
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
-from services.core.stream import BatchHandler, Effects, Outbound, dead_letter, decode
+from services.core.stream import BatchHandler, Effects, dead_letter, decode
 from services.serving.watcher import ModelWatcher
 
 SERVICE = "serving"
@@ -37,7 +37,6 @@ class FeaturesHandler:
         version = champion.version
         predict = champion.predictor.predict
         observe, now = self.latency.observe, time.time()
-        outputs = effects.outputs
         for message in messages:
             event = decode(message, FeatureEvent, SERVICE, self.dlq_topic, effects)
             if event is None:
@@ -60,7 +59,7 @@ class FeaturesHandler:
                 )
                 effects.emit(self.dlq_topic, message.key(), letter)
                 continue
-            outputs.append(Outbound(self.predictions_topic, event.entity_id.encode(), value))
+            effects.emit_json(self.predictions_topic, event.entity_id, value)
             observe(max(0.0, now - event.ingested_at.timestamp()))
         return effects
 
