@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 from confluent_kafka import Message
 
-from schemas import FeatureEvent
 from schemas.base import Features
 from services.core import metrics
 from services.core.runtime import Runtime, bootstrap, run_stream_service
@@ -14,7 +13,7 @@ from services.core.settings import Settings
 from services.core.state import Deduplicator, FeatureStore
 from services.core.stream import BatchHandler, Effects, dead_letter
 from services.ingest.feature_schema import FeatureSchema, Rejection
-from services.ingest.validation import validate_raw
+from services.ingest.validation import CleanEvent, validate_raw
 
 SERVICE = "ingest"
 
@@ -37,7 +36,7 @@ class IngestHandler:
     def __call__(self, messages: Sequence[Message]) -> Effects:
         """Validate, de-duplicate (against Redis and within the batch), and emit."""
         effects = Effects()
-        valid: list[FeatureEvent] = []
+        valid: list[CleanEvent] = []
         for message in messages:
             result = validate_raw(message.value() or b"", self.schema, self.max_bytes)
             if isinstance(result, Rejection):
@@ -49,7 +48,7 @@ class IngestHandler:
             else:
                 valid.append(result)
         already_seen = self.dedup.seen(event.event_id for event in valid)
-        accepted: dict[str, FeatureEvent] = {}
+        accepted: dict[str, CleanEvent] = {}
         for event in valid:
             if (
                 event.event_id in already_seen
@@ -59,14 +58,14 @@ class IngestHandler:
                 self.duplicates.inc()
                 continue
             accepted[event.event_id] = event
-            effects.emit(self.features_topic, event.entity_id, event)
+            effects.emit_json(self.features_topic, event.entity_id, event.json())
         if accepted:
             latest = {event.entity_id: event.features for event in accepted.values()}
             self.in_flight.update(accepted)
             effects.after_ack.append(lambda: self._acknowledged(accepted, latest))
         return effects
 
-    def _acknowledged(self, accepted: dict[str, FeatureEvent], latest: dict[str, Features]) -> None:
+    def _acknowledged(self, accepted: dict[str, CleanEvent], latest: dict[str, Features]) -> None:
         self.store.put_many(latest)
         self.dedup.remember(accepted)
         self.in_flight.difference_update(accepted)

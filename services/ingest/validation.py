@@ -1,15 +1,50 @@
-"""From raw bytes on ``events.raw`` to a clean ``FeatureEvent``, or a ``Rejection`` saying why."""
+"""From raw bytes on ``events.raw`` to a clean event for ``features``, or a ``Rejection``."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import NamedTuple
+
+import pydantic_core
 from pydantic import ValidationError
 
-from schemas import FeatureEvent, RawEvent
+from schemas import RawEvent
+from schemas.base import Features, utc_now
 from services.core.stream import describe, validation_reason
 from services.ingest.feature_schema import FeatureSchema, Rejection, check_features
 
 
-def validate_raw(raw: bytes, schema: FeatureSchema, max_bytes: int) -> FeatureEvent | Rejection:
+class CleanEvent(NamedTuple):
+    """A raw event that passed every check, its features normalised: a ``FeatureEvent`` to be.
+
+    Its parts are validated already (the envelope by ``RawEvent``, the features by the schema),
+    so it is encoded directly (``json``) instead of being validated again as a ``FeatureEvent``:
+    building and dumping that model took 8.5 of ingest's 23 us per event in process. A test holds
+    the two encodings equal.
+    """
+
+    event_id: str
+    entity_id: str
+    ts: datetime
+    features: Features
+    feature_schema: str
+
+    def json(self) -> bytes:
+        """The ``FeatureEvent`` JSON, stamped as ingested now."""
+        return pydantic_core.to_json(
+            {
+                "schema_version": 1,
+                "event_id": self.event_id,
+                "entity_id": self.entity_id,
+                "ts": self.ts,
+                "features": self.features,
+                "feature_schema": self.feature_schema,
+                "ingested_at": utc_now(),
+            }
+        )
+
+
+def validate_raw(raw: bytes, schema: FeatureSchema, max_bytes: int) -> CleanEvent | Rejection:
     """Check size, encoding, envelope and features, in that order, and normalise."""
     if len(raw) > max_bytes:
         return Rejection("oversized", f"{len(raw)} bytes, over the limit of {max_bytes}")
@@ -24,10 +59,4 @@ def validate_raw(raw: bytes, schema: FeatureSchema, max_bytes: int) -> FeatureEv
     features = check_features(schema, event.features)
     if isinstance(features, Rejection):
         return Rejection(features.reason, features.detail, event.event_id)
-    return FeatureEvent(
-        event_id=event.event_id,
-        entity_id=event.entity_id,
-        ts=event.ts,
-        features=features,
-        feature_schema=schema.name,
-    )
+    return CleanEvent(event.event_id, event.entity_id, event.ts, features, schema.name)

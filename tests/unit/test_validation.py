@@ -10,7 +10,7 @@ import pytest
 
 from schemas import FeatureEvent
 from services.ingest.feature_schema import FeatureSchema, Rejection
-from services.ingest.validation import validate_raw
+from services.ingest.validation import CleanEvent, validate_raw
 
 MAX_BYTES = 65_536
 
@@ -53,12 +53,12 @@ def with_feature_literal(name: str, literal: str) -> bytes:
     return encoded(envelope(features=features)).replace(b'"__here__"', literal.encode())
 
 
-def accepted(result: FeatureEvent | Rejection) -> FeatureEvent:
-    assert isinstance(result, FeatureEvent), f"expected a FeatureEvent, got {result!r}"
+def accepted(result: CleanEvent | Rejection) -> CleanEvent:
+    assert isinstance(result, CleanEvent), f"expected a clean event, got {result!r}"
     return result
 
 
-def rejected(result: FeatureEvent | Rejection) -> Rejection:
+def rejected(result: CleanEvent | Rejection) -> Rejection:
     assert isinstance(result, Rejection), f"expected a Rejection, got {result!r}"
     return result
 
@@ -71,6 +71,26 @@ def test_valid_event_becomes_a_feature_event(schema: FeatureSchema) -> None:
     assert event.ts == datetime(2024, 5, 1, 12, tzinfo=UTC)
     assert event.features == FEATURES
     assert event.feature_schema == "phishing"
+
+
+@pytest.mark.parametrize(
+    "ts", ["2024-05-01T12:00:00.123456Z", "2024-05-01T14:00:00+02:00", 1_700_000_000.5]
+)
+def test_a_clean_event_is_written_exactly_as_its_feature_event_would_be(
+    schema: FeatureSchema, ts: object
+) -> None:
+    features = {**FEATURES, "https": 1, "age_of_domain": 0.0, "is_popular": 1e-300}
+    event = accepted(validate_raw(encoded(envelope(ts=ts, features=features)), schema, MAX_BYTES))
+
+    written = event.json()
+
+    model = FeatureEvent(**event._asdict())
+    expected = model.model_dump_json().encode()
+    cut = written.index(b'"ingested_at"')
+    assert written[:cut] == expected[:cut]
+    decoded = FeatureEvent.model_validate_json(written)
+    assert decoded.model_dump(exclude={"ingested_at"}) == model.model_dump(exclude={"ingested_at"})
+    assert abs(decoded.ingested_at - datetime.now(UTC)) < timedelta(minutes=1)
 
 
 def test_features_are_normalised_in_the_feature_event(schema: FeatureSchema) -> None:
@@ -287,6 +307,6 @@ def test_unknown_feature_is_rejected_as_unknown_field(schema: FeatureSchema) -> 
 def test_accepted_event_serialises_to_json_that_reads_back(schema: FeatureSchema) -> None:
     event = accepted(validate_raw(encoded(envelope()), schema, MAX_BYTES))
 
-    again = FeatureEvent.model_validate_json(event.model_dump_json().encode())
+    again = FeatureEvent.model_validate_json(event.json())
 
-    assert again == event
+    assert again.model_dump(exclude={"ingested_at", "schema_version"}) == event._asdict()
