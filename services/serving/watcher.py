@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 #: The least a fetch of ``models`` waits for a new version. Versions are rare, and every fetch
 #: costs the broker CPU whether or not it finds one (the embedded broker's fetch wait is 20 ms:
-#: fifty empty fetches a second from each serving instance).
+#: fifty empty fetches a second from each serving instance). The embedded broker answers a
+#: waiting fetch only when the wait ends, so a version may reach serving up to 80 ms later.
 WATCH_WAIT_MS = 100
 
 
