@@ -69,8 +69,9 @@ from services.core.topics import TopicRole, Topics, declared_topics
 
 SCENARIO = "loop capacity"
 #: Offered raw events/s, one step each, lowest first; and how long each step lasts. The full ramp
-#: went to 5,000 while serving held that in every run; now to 7,000, which serving also held in
-#: every run of 2026-11-30 14:54 on fresh servers, so its own rate is still a lower bound there.
+#: went to 5,000 while serving held that in every run; now to 7,000. On fresh servers serving
+#: held 7,000 in every run of 2026-11-30 14:54 (its rate only a lower bound there) and 5,000 or
+#: 6,000 at 17:15, so the top of the ramp is about serving's own rate on this machine.
 RAMP_QUICK = (300, 600, 1_200, 2_400)
 RAMP_FULL = (250, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 6_000, 7_000)
 STEP_QUICK_S = 4.0

@@ -1,10 +1,10 @@
 """Serving throughput: features → serving → predictions, against a bare confluent-kafka loop.
 
-Both read the same number of pre-produced feature events (10 numeric features) from their own
-topics on the same broker, in their own process. The baseline consumes, decodes the JSON, adds
-one field, encodes and produces; serving runs a scaled logistic regression. The rate is taken
-from the output messages' timestamps between the 10th and 90th percentile, so start-up and
-group joins do not count.
+Both read the same number of pre-produced feature events (10 numeric features), each trial in
+its own process, on servers of its own (``Context.own_servers``). The baseline consumes, decodes
+the JSON, adds one field, encodes and produces; serving runs a scaled logistic regression. The
+rate is taken from the output messages' timestamps between the 10th and 90th percentile, so
+start-up and group joins do not count.
 """
 
 from __future__ import annotations

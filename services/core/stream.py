@@ -46,8 +46,7 @@ class Effects:
 
     def emit(self, topic: str, key: str | bytes | None, payload: BaseModel) -> None:
         """Queue ``payload`` (JSON) for ``topic``."""
-        raw_key = key.encode() if isinstance(key, str) else key
-        self.outputs.append(Outbound(topic, raw_key, payload.model_dump_json().encode()))
+        self.emit_json(topic, key, payload.model_dump_json().encode())
 
     def emit_json(self, topic: str, key: str | bytes | None, value: bytes) -> None:
         """Queue JSON already encoded (a hot path's own encoder, held equal to its model's)."""
