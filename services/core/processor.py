@@ -31,7 +31,7 @@ from services.core import metrics
 from services.core.exceptions import DeliveryError
 from services.core.kafka import make_consumer, make_producer
 from services.core.settings import Settings
-from services.core.stream import BatchHandler, Effects, Outbound, StopSignal
+from services.core.stream import BatchHandler, Effects, JointHandler, Outbound, StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,12 @@ class StreamProcessor:
         handlers: dict[str, BatchHandler],
         transactional_id: str | None = None,
         stop: StopSignal | None = None,
+        joint: JointHandler | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
         self.handlers = handlers
+        self.joint = joint
         self.stop = stop or StopSignal()
         self.transactional = transactional_id is not None
         # the loop hands over a whole batch at once: lingering longer would only delay it
@@ -184,10 +186,14 @@ class StreamProcessor:
             offsets[(topic, partition)] = offset + 1
         if not offsets:
             return
-        effects = Effects()
         for topic, batch in by_topic.items():
             self._consumed[topic].inc(len(batch))
-            effects.extend(self.handlers[topic](batch))
+        if self.joint is not None:
+            effects = self.joint(by_topic)
+        else:
+            effects = Effects()
+            for topic, batch in by_topic.items():
+                effects.extend(self.handlers[topic](batch))
         if self._after_batch is not None:
             effects.after_ack.extend(self._after_batch(offsets))
         self._send(effects, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])

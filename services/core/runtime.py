@@ -21,7 +21,7 @@ from services.core.metrics import serve_metrics
 from services.core.processor import AfterBatch, StreamProcessor
 from services.core.settings import Settings
 from services.core.state import connect_redis
-from services.core.stream import BatchHandler, Effects, StopSignal
+from services.core.stream import BatchHandler, Effects, JointHandler, StopSignal
 from services.core.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,12 @@ def run_stream_service(
     tick_interval_s: float = 1.0,
     on_assign: Callable[[list[TopicPartition]], list[TopicPartition]] | None = None,
     after_batch: AfterBatch | None = None,
+    joint: JointHandler | None = None,
 ) -> None:
-    """Run the shared Kafka loop with this service's handlers until stopped."""
+    """Run the shared Kafka loop with this service's handlers until stopped.
+
+    With ``joint``, each batch goes to it whole instead of to ``handlers`` topic by topic.
+    """
     processor = StreamProcessor(
         runtime.settings,
         runtime.service,
@@ -75,6 +79,7 @@ def run_stream_service(
         handlers,
         transactional_id=transactional_id,
         stop=runtime.stop,
+        joint=joint,
     )
     processor.run(
         tick=tick, tick_interval_s=tick_interval_s, on_assign=on_assign, after_batch=after_batch

@@ -9,7 +9,7 @@ import base64
 import logging
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import NamedTuple, Protocol, TypeVar
@@ -63,6 +63,16 @@ class BatchHandler(Protocol):
     """A service's logic for one topic: the batch in (in partition order), its effects out."""
 
     def __call__(self, messages: Sequence[Message]) -> Effects: ...
+
+
+class JointHandler(Protocol):
+    """A service's logic for all its topics at once: each topic's share of a batch in.
+
+    It must do what the topics' own handlers would do one after another; it is for a service
+    whose handlers each wait for the same store, so that it waits once per batch.
+    """
+
+    def __call__(self, batches: Mapping[str, Sequence[Message]]) -> Effects: ...
 
 
 def dead_letter(

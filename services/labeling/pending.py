@@ -162,6 +162,23 @@ class PendingEvent(NamedTuple):
     expired: bool = False
 
 
+class _Call(NamedTuple):
+    """One script call: the script, its keys, its arguments."""
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+
+
+class _Plan(NamedTuple):
+    """The calls of one operation, the event ids each call's reply is about, what they wrote."""
+
+    calls: list[_Call]
+    event_ids: list[list[str]]
+    items: Mapping[str, bytes]
+    written: int | None
+
+
 def _event(values: Sequence[Any]) -> PendingEvent:
     closed, features, prediction, tasked, label = values
     return PendingEvent(
@@ -209,30 +226,33 @@ class PendingStore:
         prefix = self.prefixes[shard] + "event:"
         return [self.due_keys[shard], *(prefix + i for i in event_ids)]
 
-    def _run(self, script: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Each call's reply; all calls go in one round trip.
+    def _run(self, calls: Sequence[_Call]) -> list[Any]:
+        """Each call's reply; all calls go in one round trip, and run in their order.
 
-        A server that does not know the script yet (first use, restart, fail-over) gets it with
+        A server that does not know a script yet (first use, restart, fail-over) gets it with
         that call again: a call that failed with NOSCRIPT did nothing, so repeating it is safe.
+        Each script is atomic, so a repeated call running after later ones is only another order
+        of the same calls, as two batches of one instance (or two instances) may run them.
         """
         pipe = self.client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(_SHA[script], len(keys), *keys, *args)
+        for call in calls:
+            pipe.evalsha(_SHA[call.script], len(call.keys), *call.keys, *call.args)
         replies: list[Any] = pipe.execute(raise_on_error=False)
         for k, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):
-                keys, args = calls[k]
+                script, keys, args = calls[k]
                 replies[k] = self.client.eval(script, len(keys), *keys, *args)
             elif isinstance(reply, Exception):
                 raise reply
         return replies
 
-    def _states(
+    def _plan(
         self, script: str, head: list[Any], items: Mapping[str, bytes], written: int | None
-    ) -> dict[str, PendingEvent]:
-        """Run ``script`` on each shard's share of ``items`` (id, value pairs after ``head``).
+    ) -> _Plan:
+        """The calls that run ``script`` on each shard's share of ``items``.
 
-        Each event's state as replied; the field ``written`` of an open event is the value sent.
+        Each call's arguments are ``head``, then id, value pairs. The field ``written`` of an open
+        event is not sent back; its state is given the value sent.
         """
         shards = self._by_shard(items)
         calls = []
@@ -240,15 +260,24 @@ class PendingStore:
             args = list(head)
             for event_id in event_ids:
                 args += (event_id, items[event_id])
-            calls.append((self._keys(shard, event_ids), args))
-        states: dict[str, PendingEvent] = {}
-        for event_ids, reply in zip(shards.values(), self._run(script, calls), strict=True):
-            for k, event_id in enumerate(event_ids):
-                values = reply[k * _WIDTH : (k + 1) * _WIDTH]
-                if written is not None and values[0] is None:
-                    values[written] = items[event_id]
-                states[event_id] = _event(values)
-        return states
+            calls.append(_Call(script, self._keys(shard, event_ids), args))
+        return _Plan(calls, list(shards.values()), items, written)
+
+    def _execute(self, plans: Sequence[_Plan]) -> list[dict[str, PendingEvent]]:
+        """Run the plans' calls in one round trip; each plan's events' states as replied."""
+        replies = iter(self._run([call for plan in plans for call in plan.calls]))
+        results = []
+        for plan in plans:
+            states: dict[str, PendingEvent] = {}
+            for event_ids in plan.event_ids:
+                reply = next(replies)
+                for k, event_id in enumerate(event_ids):
+                    values = reply[k * _WIDTH : (k + 1) * _WIDTH]
+                    if plan.written is not None and values[0] is None:
+                        values[plan.written] = plan.items[event_id]
+                    states[event_id] = _event(values)
+            results.append(states)
+        return results
 
     def lookup(self, event_ids: Collection[str]) -> dict[str, PendingEvent]:
         """Everything stored about each id, markers included."""
@@ -259,25 +288,11 @@ class PendingStore:
 
     def add_features(self, features: Mapping[str, bytes]) -> dict[str, PendingEvent]:
         """Store FeatureEvent JSON by id unless its event is closed; each event's state after."""
-        return self._add("features", features)
+        return self._execute([self._add("features", features)])[0]
 
     def add_predictions(self, predictions: Mapping[str, bytes]) -> dict[str, PendingEvent]:
         """Store Prediction JSON by id unless its event is closed; each event's state after."""
-        return self._add("prediction", predictions)
-
-    def _add(self, part: str, items: Mapping[str, bytes]) -> dict[str, PendingEvent]:
-        """Write one part of each open event and read all of it, in one step on the server.
-
-        The write and the read are atomic, so of a label parked by one instance and features
-        stored by another, the later sees the other: an example may come twice (consumers
-        de-duplicate) but is never lost. Rewriting the same part is harmless, and ``NX`` keeps
-        the first deadline on replays.
-        """
-        if not items:
-            return {}
-        deadline = self.clock() + self.pending_ttl_s
-        head = [part, deadline, self.marker_ttl_ms]
-        return self._states(_ADD, head, items, written=_FIELDS.index(part))
+        return self._execute([self._add("prediction", predictions)])[0]
 
     def park_labels(self, labels: Mapping[str, bytes]) -> dict[str, PendingEvent]:
         """Park Label JSON by id where it must wait; returns what each event had before.
@@ -286,10 +301,43 @@ class PendingStore:
         (the first label wins); a label whose features are here is joined by the caller, and
         parked nowhere, so that a crash before the join is acknowledged loses nothing.
         """
-        if not labels:
-            return {}
+        return self._execute([self._park(labels)])[0]
+
+    def exchange(
+        self,
+        features: Mapping[str, bytes],
+        predictions: Mapping[str, bytes],
+        labels: Mapping[str, bytes],
+    ) -> tuple[dict[str, PendingEvent], dict[str, PendingEvent], dict[str, PendingEvent]]:
+        """``add_features``, ``add_predictions`` and ``park_labels``, in one round trip.
+
+        The calls run in this order, each atomic, as the three would one after another: the
+        handler waits for Redis once per batch instead of once per topic.
+        """
+        added, predicted, parked = self._execute(
+            [
+                self._add("features", features),
+                self._add("prediction", predictions),
+                self._park(labels),
+            ]
+        )
+        return added, predicted, parked
+
+    def _add(self, part: str, items: Mapping[str, bytes]) -> _Plan:
+        """Write one part of each open event and read all of it, in one step on the server.
+
+        The write and the read are atomic, so of a label parked by one instance and features
+        stored by another, the later sees the other: an example may come twice (consumers
+        de-duplicate) but is never lost. Rewriting the same part is harmless, and ``NX`` keeps
+        the first deadline on replays.
+        """
         deadline = self.clock() + self.pending_ttl_s
-        return self._states(_PARK, [deadline, self.marker_ttl_ms], labels, written=None)
+        head = [part, deadline, self.marker_ttl_ms]
+        return self._plan(_ADD, head, items, written=_FIELDS.index(part))
+
+    def _park(self, labels: Mapping[str, bytes]) -> _Plan:
+        deadline = self.clock() + self.pending_ttl_s
+        return self._plan(_PARK, [deadline, self.marker_ttl_ms], labels, written=None)
 
     def settle(self, joined: Collection[str], tasked: Collection[str]) -> None:
         """Record what an acknowledged batch decided.
@@ -302,9 +350,9 @@ class PendingStore:
         for shard in joined_by_shard.keys() | tasked_by_shard.keys():
             done, asked = joined_by_shard.get(shard, []), tasked_by_shard.get(shard, [])
             keys = self._keys(shard, done + asked)
-            calls.append((keys, [self.marker_ttl_ms, len(done), *done]))
+            calls.append(_Call(_SETTLE, keys, [self.marker_ttl_ms, len(done), *done]))
         if calls:
-            self._run(_SETTLE, calls)
+            self._run(calls)
 
     def pop_expired(self, limit: int) -> dict[str, PendingEvent]:
         """Close up to ``limit`` events whose deadline passed, earliest first; what each held.
@@ -322,11 +370,11 @@ class PendingStore:
             return {}
         shards = self._by_shard([event_id for _score, event_id in due])
         calls = [
-            (self._keys(shard, event_ids), [self.marker_ttl_ms, *event_ids])
+            _Call(_EXPIRE, self._keys(shard, event_ids), [self.marker_ttl_ms, *event_ids])
             for shard, event_ids in shards.items()
         ]
         expired: dict[str, PendingEvent] = {}
-        for event_ids, reply in zip(shards.values(), self._run(_EXPIRE, calls), strict=True):
+        for event_ids, reply in zip(shards.values(), self._run(calls), strict=True):
             for k, event_id in enumerate(event_ids):
                 values = reply[k * _WIDTH : (k + 1) * _WIDTH]
                 if values[0] is None:  # claimed by this call

@@ -465,6 +465,38 @@ def test_a_prediction_in_the_batch_whose_label_joined_its_event_asks_no_one(
     )[event.event_id] == PendingEvent(labeled=True), "the joined event left state behind"
 
 
+def test_one_batch_of_all_three_topics_joins_each_event_once_and_asks_only_about_the_unlabeled(
+    settings: Settings,
+) -> None:
+    labeled, unlabeled, early = feature_events(3)
+    topics = Topics(settings.topic_prefix)
+    labeling = _handlers(settings)
+    _batch((labeling.on_labels, [Label(event_id=early.event_id, label=False)]))
+    effects = labeling.on_batch(
+        {
+            topics("labels"): _messages([Label(event_id=labeled.event_id, label=True)]),
+            topics("predictions"): _messages(
+                [_prediction(labeled, UNSURE), _prediction(unlabeled, UNSURE)]
+            ),
+            topics("features"): _messages([labeled, unlabeled, early]),
+        }
+    )
+    for effect in effects.after_ack:
+        effect()
+
+    examples = {
+        example["event_id"]: example
+        for example in (
+            json.loads(o.value) for o in effects.outputs if o.topic == topics("training_examples")
+        )
+    }
+    assert sorted(examples) == sorted([labeled.event_id, early.event_id])
+    assert examples[labeled.event_id]["model_version"] == 3, "the prediction of the same batch"
+    assert examples[early.event_id]["label"] is False
+    assert _produced(effects, settings, "labeling_tasks") == [unlabeled.event_id]
+    assert labeling.counts.totals == {"early": 1, "joined": 2, "tasks": 1}
+
+
 def test_features_and_an_unsure_prediction_sent_again_change_nothing(settings: Settings) -> None:
     event = feature_events(1)[0]
     prediction = _prediction(event, UNSURE)

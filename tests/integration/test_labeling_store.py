@@ -113,6 +113,48 @@ def test_the_store_works_on_after_the_server_forgot_its_scripts(settings: Settin
     assert added == {"ev-1": PendingEvent(features=b"f", prediction=b"p")}
 
 
+def test_one_exchange_stores_features_then_predictions_then_parks_labels(
+    settings: Settings,
+) -> None:
+    store = _store(settings)
+    store.park_labels({"ev-early": b"l0"})
+    added, predicted, parked = store.exchange(
+        {"ev-early": b"f0", "ev-1": b"f1"},
+        {"ev-1": b"p1", "ev-2": b"p2"},
+        {"ev-1": b"l1", "ev-2": b"l2"},
+    )
+
+    assert added == {
+        "ev-early": PendingEvent(features=b"f0", early_label=b"l0"),
+        "ev-1": PendingEvent(features=b"f1"),
+    }
+    assert predicted == {
+        "ev-1": PendingEvent(features=b"f1", prediction=b"p1"),
+        "ev-2": PendingEvent(prediction=b"p2"),
+    }
+    assert parked == {
+        "ev-1": PendingEvent(features=b"f1", prediction=b"p1"),
+        "ev-2": PendingEvent(prediction=b"p2"),
+    }, "labels see what the features and predictions of the same exchange stored"
+    assert store.lookup(["ev-1", "ev-2"]) == {
+        "ev-1": PendingEvent(features=b"f1", prediction=b"p1"),
+        "ev-2": PendingEvent(prediction=b"p2", early_label=b"l2"),
+    }
+
+
+def test_an_exchange_after_the_server_forgot_its_scripts_still_runs_every_part(
+    settings: Settings,
+) -> None:
+    store = _store(settings)
+    store.client.script_flush()
+    added, predicted, parked = store.exchange({"ev-1": b"f"}, {"ev-1": b"p"}, {"ev-2": b"l"})
+
+    assert added == {"ev-1": PendingEvent(features=b"f")}
+    assert predicted == {"ev-1": PendingEvent(features=b"f", prediction=b"p")}
+    assert parked == {"ev-2": PendingEvent()}
+    assert store.exchange({}, {}, {}) == ({}, {}, {})
+
+
 def test_a_label_repeated_while_its_join_is_in_flight_gives_one_example(
     settings: Settings,
 ) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from confluent_kafka import ConsumerGroupTopicPartitions, Message
@@ -19,9 +19,9 @@ from schemas import FeatureEvent
 from services.core.kafka import make_admin
 from services.core.processor import AfterBatch, StreamProcessor
 from services.core.settings import Settings
-from services.core.stream import Effects, Outbound, StopSignal
+from services.core.stream import BatchHandler, Effects, JointHandler, Outbound, StopSignal
 from services.core.topics import Topics
-from tests.integration.support import OpenReader, feature_events, produce_features
+from tests.integration.support import OpenReader, feature_events, produce, produce_features
 
 GROUP = "processor-test"
 
@@ -39,15 +39,19 @@ def _echo(settings: Settings) -> dict[str, object]:
 
 @contextmanager
 def _running(
-    settings: Settings, after_batch: AfterBatch | None = None
+    settings: Settings,
+    after_batch: AfterBatch | None = None,
+    handlers: dict[str, BatchHandler] | None = None,
+    joint: JointHandler | None = None,
 ) -> Iterator[StreamProcessor]:
     """A StreamProcessor running in a thread until the block ends (then stopped: SIGTERM-like)."""
     processor = StreamProcessor(
         settings,
         "test",
         Topics(settings.topic_prefix).group(GROUP),
-        _echo(settings),  # type: ignore[arg-type]
+        handlers or _echo(settings),  # type: ignore[arg-type]
         stop=StopSignal(),
+        joint=joint,
     )
     thread = threading.Thread(target=lambda: processor.run(after_batch=after_batch), daemon=True)
     thread.start()
@@ -128,3 +132,37 @@ def test_after_batch_sees_each_batch_s_positions_and_its_effects_settle_in_order
 
     assert settled == sorted(set(settled)), "effects ran out of order or twice"
     assert settled[-1] == len(events), "the last batch's effect did not run"
+
+
+def test_a_joint_handler_gets_each_batch_whole_by_topic_and_the_topic_handlers_get_nothing(
+    settings: Settings, reader: OpenReader
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    events = feature_events(200)
+    batches: list[dict[str, int]] = []  # messages per topic in each batch
+
+    def per_topic(messages: Sequence[Message]) -> Effects:
+        raise AssertionError("a topic's own handler ran beside the joint one")
+
+    def joint(by_topic: Mapping[str, Sequence[Message]]) -> Effects:
+        batches.append({topic: len(messages) for topic, messages in by_topic.items()})
+        sink = topics("predictions")
+        return Effects(
+            outputs=[
+                Outbound(sink, m.key(), m.value() or b"")
+                for messages in by_topic.values()
+                for m in messages
+            ]
+        )
+
+    outputs = reader("predictions", FeatureEvent)
+    handlers = {topics("features"): per_topic, topics("labels"): per_topic}
+    with _running(settings, handlers=handlers, joint=joint):
+        produce_features(settings, events)
+        produce(settings, "labels", [(None, e.model_dump_json().encode()) for e in events])
+        outputs.read_until(lambda items: len(items) >= 2 * len(events))
+
+    assert sorted(e.event_id for e in outputs.items) == sorted(2 * [e.event_id for e in events])
+    assert sum(b.get(topics("features"), 0) for b in batches) == len(events)
+    assert sum(b.get(topics("labels"), 0) for b in batches) == len(events)
+    assert all(count > 0 for batch in batches for count in batch.values()), "an empty topic"
