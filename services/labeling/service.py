@@ -133,12 +133,7 @@ class Labeling:
         """Join the labels parked for these features, else ask for labels where unsure."""
         for event_id, (event, state) in fresh.items():
             if state.early_label is not None:
-                assert state.features is not None  # the value stored, as sent
-                key, example = training_example_json(
-                    state.features, state.early_label, state.prediction
-                )
-                effects.emit_json(self.examples_topic, key, example)
-                joined.add(event_id)
+                self._join(effects, event_id, state, state.early_label, joined)
             elif state.prediction is not None and event_id not in joined:
                 prediction = Prediction.model_validate_json(state.prediction)
                 if self._ask(effects, event, prediction, state):
@@ -154,7 +149,7 @@ class Labeling:
         """Ask for labels where a prediction is unsure and its features are here."""
         for event_id, (prediction, state) in fresh.items():
             if state.features is None or state.early_label is not None or event_id in joined:
-                continue  # the features' handler asks, or joins, when they come
+                continue  # asked or joined when the features come, or joined in this batch
             if uncertainty_worth_asking(prediction, self.task_uncertainty) is None:
                 continue  # parse the stored features only for the few worth a task
             event = FeatureEvent.model_validate_json(state.features)
@@ -178,13 +173,23 @@ class Labeling:
             elif state.expired:
                 outcomes["expired"] += 1
             elif state.features is not None:
-                key, example = training_example_json(
-                    state.features, labels[event_id][1], state.prediction
-                )
-                effects.emit_json(self.examples_topic, key, example)
-                joined.add(event_id)
+                self._join(effects, event_id, state, labels[event_id][1], joined)
             else:
                 outcomes["early"] += 1  # parked until its features come
+
+    def _join(
+        self,
+        effects: Effects,
+        event_id: str,
+        state: PendingEvent,
+        label: bytes,
+        joined: set[str],
+    ) -> None:
+        """Emit the training example of an event whose features are stored."""
+        assert state.features is not None
+        key, example = training_example_json(state.features, label, state.prediction)
+        effects.emit_json(self.examples_topic, key, example)
+        joined.add(event_id)
 
     def sweep(self) -> Effects:
         """Close events whose pending time ran out, count what they lacked, and log the counts."""
