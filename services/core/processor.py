@@ -1,7 +1,8 @@
 """The one Kafka loop every service runs: consume, dispatch to handlers, produce, commit.
 
 Delivery rule (DESIGN.md): a batch's offsets are committed only after everything its handlers
-produced is acknowledged by the broker, and after the handlers' ``after_ack`` effects ran. A
+produced is acknowledged by the broker, and after the handlers' ``after_ack`` effects ran (and
+what they started finished: ``Effects.before_commit``). A
 crash anywhere before the commit replays the batch; handlers make that harmless by being
 idempotent by ``event_id``.
 
@@ -14,6 +15,11 @@ request the broker must serve, and committing a little later only means replayin
 more after a crash. Before partitions are revoked and on shutdown, everything in flight is
 settled and committed. With a transactional id the outputs and offsets of each batch commit
 atomically instead (exactly-once for ``read_committed`` consumers).
+
+A joint handler may defer a batch's effects while its store works on them: the loop hands it
+the next batch first, then takes the deferred effects, so the store and the service work at
+the same time. Deferred batches are finished in order, before the loop waits for messages,
+ticks, or settles everything.
 """
 
 from __future__ import annotations
@@ -31,7 +37,14 @@ from services.core import metrics
 from services.core.exceptions import DeliveryError
 from services.core.kafka import make_consumer, make_producer
 from services.core.settings import Settings
-from services.core.stream import BatchHandler, Effects, JointHandler, Outbound, StopSignal
+from services.core.stream import (
+    BatchHandler,
+    DeferredEffects,
+    Effects,
+    JointHandler,
+    Outbound,
+    StopSignal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +60,17 @@ class _InFlight:
     remaining: int
     commit: list[TopicPartition]
     after_ack: list[Callable[[], None]]
+    before_commit: list[Callable[[], None]]
     produced: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Deferred:
+    """A batch whose joint handler is still working out its effects."""
+
+    effects: DeferredEffects
+    offsets: dict[tuple[str, int], int]
+    seconds: float
 
 
 class StreamProcessor:
@@ -86,8 +109,11 @@ class StreamProcessor:
         )
         self.max_in_flight = 1 if self.transactional else settings.kafka.max_in_flight
         self._in_flight: deque[_InFlight] = deque()
+        self._deferred: deque[_Deferred] = deque()
         # offsets of settled batches not committed yet, the latest per partition
         self._settled: dict[tuple[str, int], TopicPartition] = {}
+        # what settled batches' effects still wait for before their offsets may be committed
+        self._unconfirmed: list[Callable[[], None]] = []
         self._commit_interval_s = settings.kafka.commit_interval_ms / 1000
         self._last_commit = time.monotonic()
         self._delivery_errors: list[KafkaError] = []
@@ -135,6 +161,8 @@ class StreamProcessor:
                     self._settle(block=False)
                 if tick is not None and time.monotonic() - last_tick >= tick_interval_s:
                     last_tick = time.monotonic()
+                    self._finish_deferred()  # a tick sees the store as the batches left it
+                    self._confirm()
                     effects = tick()
                     self._send(effects, [])
         finally:
@@ -156,12 +184,14 @@ class StreamProcessor:
         """Whatever is already fetched, up to a batch; else wait for the first message only.
 
         ``consume(n, timeout)`` waits the whole timeout unless n messages come, which would add
-        the timeout to every event's latency at low rates.
+        the timeout to every event's latency at low rates. A deferred batch is finished before
+        waiting: nothing would come to overlap with it.
         """
         size = self.settings.kafka.batch_size
         messages: list[Message] = self.consumer.consume(size, 0)
         if messages:
             return messages
+        self._finish_deferred()
         # with batches in flight, wait briefly: their acks are settled between polls
         wait = 0.005 if self._in_flight else self.settings.kafka.poll_timeout_s
         first = self.consumer.poll(wait)
@@ -189,23 +219,48 @@ class StreamProcessor:
         for topic, batch in by_topic.items():
             self._consumed[topic].inc(len(batch))
         if self.joint is not None:
-            effects = self.joint(by_topic)
+            outcome = self.joint(by_topic)
+            if not isinstance(outcome, Effects):
+                seconds = time.perf_counter() - started
+                self._deferred.append(_Deferred(outcome, offsets, seconds))
+                while len(self._deferred) > 1:  # one batch ahead, no more
+                    self._finish_oldest()
+                return
+            effects = outcome
         else:
             effects = Effects()
             for topic, batch in by_topic.items():
                 effects.extend(self.handlers[topic](batch))
+        self._finish(effects, offsets, time.perf_counter() - started)
+
+    def _finish(
+        self, effects: Effects, offsets: dict[tuple[str, int], int], seconds: float
+    ) -> None:
+        """Send a handled batch's effects; it settles once they are acknowledged."""
+        started = time.perf_counter()
         if self._after_batch is not None:
             effects.after_ack.extend(self._after_batch(offsets))
         self._send(effects, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
         self.batches += 1
-        self._batch_seconds.observe(time.perf_counter() - started)
+        self._batch_seconds.observe(seconds + time.perf_counter() - started)
+
+    def _finish_oldest(self) -> None:
+        deferred = self._deferred.popleft()
+        started = time.perf_counter()
+        effects = deferred.effects.result()
+        self._finish(effects, deferred.offsets, deferred.seconds + time.perf_counter() - started)
+
+    def _finish_deferred(self) -> None:
+        """Finish every deferred batch, in order (before waiting, ticking, revoking, stopping)."""
+        while self._deferred:
+            self._finish_oldest()
 
     def _send(self, effects: Effects, commit: list[TopicPartition]) -> None:
         """Produce a batch's outputs; it settles (after-ack effects, commit) once acknowledged."""
         if self.transactional:
             self._send_in_transaction(effects, commit)
             return
-        batch = _InFlight(len(effects.outputs), commit, effects.after_ack)
+        batch = _InFlight(len(effects.outputs), commit, effects.after_ack, effects.before_commit)
 
         def delivered(error: KafkaError | None, message: Message) -> None:
             if error is not None:
@@ -257,6 +312,7 @@ class StreamProcessor:
     def _complete(self, batch: _InFlight) -> None:
         for effect in batch.after_ack:
             effect()
+        self._unconfirmed.extend(batch.before_commit)
         for position in batch.commit:  # batches settle in order: a later offset replaces
             self._settled[(position.topic, position.partition)] = position
         for topic, count in batch.produced.items():
@@ -264,6 +320,7 @@ class StreamProcessor:
 
     def _commit_settled(self, asynchronous: bool) -> None:
         """Commit the offsets of every settled batch (all acknowledged, after-ack effects run)."""
+        self._confirm()
         if self._settled:
             offsets, self._settled = list(self._settled.values()), {}
             if asynchronous:  # two calls: confluent-kafka's overloads want a literal flag
@@ -272,8 +329,14 @@ class StreamProcessor:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
             self._last_commit = time.monotonic()
 
+    def _confirm(self) -> None:
+        """Wait for what settled batches' after-ack effects started (``Effects.before_commit``)."""
+        while self._unconfirmed:
+            self._unconfirmed.pop(0)()
+
     def settle_all(self) -> None:
         """Wait for every in-flight batch and commit it (before a revocation or a stop)."""
+        self._finish_deferred()
         if self._in_flight:
             self.producer.flush(60)
             self._settle(block=False)
@@ -290,7 +353,8 @@ class StreamProcessor:
                 commit, self.consumer.consumer_group_metadata(), 30
             )
         self.producer.commit_transaction(60)
-        self._complete(_InFlight(0, [], effects.after_ack, produced))
+        self._complete(_InFlight(0, [], effects.after_ack, effects.before_commit, produced))
+        self._confirm()  # the offsets are committed already, with the transaction
 
     def close(self) -> None:
         """Settle what is in flight, then leave the group (so partitions move at once)."""

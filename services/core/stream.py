@@ -43,6 +43,9 @@ class Effects:
 
     outputs: list[Outbound] = field(default_factory=list)
     after_ack: list[Callable[[], None]] = field(default_factory=list)
+    #: Run before the batch's offsets are committed, after its ``after_ack``: an after-ack effect
+    #: may start work (a store's write) that this waits for, so the loop goes on meanwhile.
+    before_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def emit(self, topic: str, key: str | bytes | None, payload: BaseModel) -> None:
         """Queue ``payload`` (JSON) for ``topic``."""
@@ -57,6 +60,7 @@ class Effects:
         """Add another handler's effects after these."""
         self.outputs.extend(other.outputs)
         self.after_ack.extend(other.after_ack)
+        self.before_commit.extend(other.before_commit)
 
 
 class BatchHandler(Protocol):
@@ -65,14 +69,22 @@ class BatchHandler(Protocol):
     def __call__(self, messages: Sequence[Message]) -> Effects: ...
 
 
+class DeferredEffects(Protocol):
+    """A batch's effects still being worked out, a store's reply on its way; ``result`` waits."""
+
+    def result(self) -> Effects: ...
+
+
 class JointHandler(Protocol):
     """A service's logic for all its topics at once: each topic's share of a batch in.
 
     It must do what the topics' own handlers would do one after another; it is for a service
-    whose handlers each wait for the same store, so that it waits once per batch.
+    whose handlers each wait for the same store, so that it waits once per batch. It may return
+    ``DeferredEffects``: the loop then takes the next batch before it asks for the result, so
+    the store works on one batch while the service decodes the next.
     """
 
-    def __call__(self, batches: Mapping[str, Sequence[Message]]) -> Effects: ...
+    def __call__(self, batches: Mapping[str, Sequence[Message]]) -> Effects | DeferredEffects: ...
 
 
 def dead_letter(

@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import time
 import zlib
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 _FIELDS = ("closed", "features", "prediction", "tasked", "label")
 _WIDTH = len(_FIELDS)
@@ -179,6 +179,99 @@ class _Plan(NamedTuple):
     written: int | None
 
 
+class _Ticket:
+    """A request sent on the store's own connection; its replies are read when asked for."""
+
+    def __init__(self, calls: list[_Call]) -> None:
+        self.calls = calls
+        self.replies: list[Any] | None = None
+        self.error: BaseException | None = None
+
+
+class _Channel:
+    """A connection whose requests are sent at once and whose replies are read later, in order.
+
+    The caller works while Redis does; a reply asked for reads every earlier one first. Health
+    checks are off on it: their PING would read a reply meant for a request. Its scripts are
+    loaded whenever it connects: a call the server answers with NOSCRIPT runs again only when
+    its reply is read, after calls sent later (only if the server forgot them in between).
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.connection: Any = None
+        self.unread: deque[_Ticket] = deque()
+
+    def send(self, calls: list[_Call]) -> _Ticket:
+        if self.connection is None:
+            self.connection = self.client.connection_pool.get_connection()
+            self._load_scripts(self.connection)
+            self.connection.register_connect_callback(self._load_scripts)
+        ticket = _Ticket(calls)
+        if calls:
+            commands = [("EVALSHA", _SHA[c.script], len(c.keys), *c.keys, *c.args) for c in calls]
+            try:
+                packed = self.connection.pack_commands(commands)
+                self.connection.send_packed_command(packed, check_health=False)
+            except BaseException:
+                self._broken()
+                raise
+            self.unread.append(ticket)
+        else:
+            ticket.replies = []
+        return ticket
+
+    def _load_scripts(self, connection: Any) -> None:
+        for script in _SHA:
+            connection.send_command("SCRIPT", "LOAD", script, check_health=False)
+            connection.read_response()
+
+    def receive(self, ticket: _Ticket) -> list[Any]:
+        """The ticket's replies (an error reply as its exception), reading earlier ones first."""
+        while ticket.replies is None and ticket.error is None:
+            oldest = self.unread.popleft()
+            replies = []
+            try:
+                for _call in oldest.calls:
+                    try:
+                        replies.append(self.connection.read_response())
+                    except ResponseError as error:
+                        replies.append(error)
+            except BaseException as error:
+                oldest.error = error
+                self._broken()
+                raise
+            oldest.replies = replies
+        if ticket.error is not None:
+            raise ticket.error
+        assert ticket.replies is not None
+        return ticket.replies
+
+    def _broken(self) -> None:
+        """Drop the connection: the replies still due on it can no longer be told apart."""
+        for ticket in self.unread:
+            ticket.error = redis.ConnectionError("the connection broke before this reply")
+        self.unread.clear()
+        if self.connection is not None:
+            self.connection.disconnect()
+
+
+class SentExchange:
+    """An exchange on its way to Redis: ``result`` waits for its replies."""
+
+    def __init__(self, store: PendingStore, plans: list[_Plan], ticket: _Ticket) -> None:
+        self.store, self.plans, self.ticket = store, plans, ticket
+
+    def result(
+        self,
+    ) -> tuple[dict[str, PendingEvent], dict[str, PendingEvent], dict[str, PendingEvent]]:
+        """What ``exchange`` returns: the states after features and predictions, before labels."""
+        calls = self.ticket.calls
+        replies = self.store._resolved(calls, self.store._channel.receive(self.ticket))
+        added, predicted, parked = self.store._states(self.plans, replies)
+        return added, predicted, parked
+
+
 def _event(values: Sequence[Any]) -> PendingEvent:
     closed, features, prediction, tasked, label = values
     return PendingEvent(
@@ -209,6 +302,7 @@ class PendingStore:
         self.pending_ttl_s = pending_ttl_s
         self.marker_ttl_ms = max(1, round(pending_ttl_s * 10_000))  # 10 x the pending time
         self.clock = clock
+        self._channel = _Channel(client)
 
     def shard_of(self, event_id: str) -> int:
         """The shard an event's state lives in."""
@@ -237,7 +331,10 @@ class PendingStore:
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
             pipe.evalsha(_SHA[call.script], len(call.keys), *call.keys, *call.args)
-        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return self._resolved(calls, pipe.execute(raise_on_error=False))
+
+    def _resolved(self, calls: Sequence[_Call], replies: list[Any]) -> list[Any]:
+        """The replies, with each call the server did not know the script of run again."""
         for k, reply in enumerate(replies):
             if isinstance(reply, NoScriptError):
                 script, keys, args = calls[k]
@@ -265,7 +362,13 @@ class PendingStore:
 
     def _execute(self, plans: Sequence[_Plan]) -> list[dict[str, PendingEvent]]:
         """Run the plans' calls in one round trip; each plan's events' states as replied."""
-        replies = iter(self._run([call for plan in plans for call in plan.calls]))
+        return self._states(plans, self._run([call for plan in plans for call in plan.calls]))
+
+    def _states(
+        self, plans: Sequence[_Plan], all_replies: list[Any]
+    ) -> list[dict[str, PendingEvent]]:
+        """Each plan's events' states, from the replies of all the plans' calls in order."""
+        replies = iter(all_replies)
         results = []
         for plan in plans:
             states: dict[str, PendingEvent] = {}
@@ -314,14 +417,22 @@ class PendingStore:
         The calls run in this order, each atomic, as the three would one after another: the
         handler waits for Redis once per batch instead of once per topic.
         """
-        added, predicted, parked = self._execute(
-            [
-                self._add("features", features),
-                self._add("prediction", predictions),
-                self._park(labels),
-            ]
-        )
-        return added, predicted, parked
+        return self.send_exchange(features, predictions, labels).result()
+
+    def send_exchange(
+        self,
+        features: Mapping[str, bytes],
+        predictions: Mapping[str, bytes],
+        labels: Mapping[str, bytes],
+    ) -> SentExchange:
+        """``exchange``, sent now on the store's own connection; its result is read later.
+
+        Exchanges run in the order they were sent. The caller decodes its next batch meanwhile.
+        """
+        plans = [self._add("features", features), self._add("prediction", predictions)]
+        plans.append(self._park(labels))
+        ticket = self._channel.send([call for plan in plans for call in plan.calls])
+        return SentExchange(self, plans, ticket)
 
     def _add(self, part: str, items: Mapping[str, bytes]) -> _Plan:
         """Write one part of each open event and read all of it, in one step on the server.
@@ -345,14 +456,29 @@ class PendingStore:
         Joined events are closed: their state goes, a marker turns later labels into duplicates.
         Tasked events that are still open are remembered as asked.
         """
+        self.send_settle(joined, tasked)()
+
+    def send_settle(self, joined: Collection[str], tasked: Collection[str]) -> Callable[[], None]:
+        """``settle``, sent now on the store's own connection; call what it returns to wait.
+
+        It runs after every exchange sent before it and before every one sent after it.
+        """
+        calls = self._settle_calls(joined, tasked)
+        ticket = self._channel.send(calls)
+
+        def wait() -> None:
+            self._resolved(calls, self._channel.receive(ticket))
+
+        return wait
+
+    def _settle_calls(self, joined: Collection[str], tasked: Collection[str]) -> list[_Call]:
         calls = []
         joined_by_shard, tasked_by_shard = self._by_shard(joined), self._by_shard(tasked)
         for shard in joined_by_shard.keys() | tasked_by_shard.keys():
             done, asked = joined_by_shard.get(shard, []), tasked_by_shard.get(shard, [])
             keys = self._keys(shard, done + asked)
             calls.append(_Call(_SETTLE, keys, [self.marker_ttl_ms, len(done), *done]))
-        if calls:
-            self._run(calls)
+        return calls
 
     def pop_expired(self, limit: int) -> dict[str, PendingEvent]:
         """Close up to ``limit`` events whose deadline passed, earliest first; what each held.

@@ -21,7 +21,7 @@ from services.core import metrics
 from services.core.kafka import batching_fetches
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
-from services.core.stream import BatchHandler, Effects, decode
+from services.core.stream import BatchHandler, DeferredEffects, Effects, decode
 from services.labeling.counts import LabelingCounts, LabelOutcome
 from services.labeling.examples import training_example_json
 from services.labeling.pending import PendingEvent, PendingStore
@@ -35,12 +35,49 @@ SWEEP_LIMIT = 10_000
 EventT = TypeVar("EventT", FeatureEvent, Prediction, Label)
 
 
+class _Settled:
+    """Ids whose join or task was marked in Redis while one batch's exchange was on its way.
+
+    That exchange may have run before the marks, so its replies still show these events open.
+    """
+
+    def __init__(self) -> None:
+        self.joined: set[str] = set()
+        self.tasked: set[str] = set()
+
+
+class _Marks:
+    """What an acknowledged batch decided: sent to Redis after the ack, awaited before commit."""
+
+    def __init__(self, labeling: Labeling, joined: list[str], tasked: list[str]) -> None:
+        self.labeling, self.joined, self.tasked = labeling, joined, tasked
+        self._wait: Callable[[], None] | None = None
+
+    def send(self) -> None:
+        self._wait = self.labeling._settle(self.joined, self.tasked)
+
+    def wait(self) -> None:
+        assert self._wait is not None, "waited for marks never sent"
+        self._wait()
+
+
+class _Handling:
+    """A batch whose exchange is on its way to Redis; ``result`` finishes it (DeferredEffects)."""
+
+    def __init__(self, finish: Callable[[], Effects]) -> None:
+        self._finish = finish
+
+    def result(self) -> Effects:
+        return self._finish()
+
+
 class Labeling:
     """The handlers of the three topics and the expiry sweep, over one store.
 
     An example or task is marked in Redis only after the broker acknowledged it (marked earlier,
-    a crash would lose it). Until then its id is "in flight", and the handlers of the same batch
-    consult these sets, so two inputs of one batch cannot produce it twice.
+    a crash would lose it). Until then its id is "in flight" (``joining``, ``tasking``), and
+    what later batches' exchanges reply about it is not acted on, so two inputs cannot produce
+    it twice. Nor is what an exchange replies about an id marked while it was on its way.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -63,6 +100,7 @@ class Labeling:
         self.duplicates = metrics.DUPLICATES.labels(SERVICE)
         self.joining: set[str] = set()
         self.tasking: set[str] = set()
+        self._on_their_way: list[_Settled] = []
 
     def handlers(self) -> dict[str, BatchHandler]:
         """Topic → handler (``on_batch`` does the same for all three topics at once)."""
@@ -95,6 +133,13 @@ class Labeling:
         a busy machine, each wait cost milliseconds. No one is asked about an event that a label
         of the same batch joins.
         """
+        return self.submit(batches).result()
+
+    def submit(self, batches: Mapping[str, Sequence[Message]]) -> DeferredEffects:
+        """``on_batch`` with the exchange sent now and its result taken later.
+
+        The loop's joint handler: labeling decodes the next batch while Redis works on this one.
+        """
         effects = Effects()
         outcomes: Counter[LabelOutcome] = Counter()
         features = self._decode_unique(batches.get(self.features_topic, ()), FeatureEvent, effects)
@@ -107,21 +152,40 @@ class Labeling:
         labels = self._decode_unique(
             batches.get(self.labels_topic, ()), Label, effects, repeats=outcomes
         )
-        joining = [i for i in labels if i in self.joining]
-        outcomes["duplicate"] += len(joining)  # its event is being joined by a batch in flight
-        added, predicted, parked = self.store.exchange(
-            self._not_joining(features), self._not_joining(predictions), self._not_joining(labels)
+        sent = self.store.send_exchange(
+            {i: raw for i, (_item, raw) in features.items()},
+            {i: raw for i, (_item, raw) in predictions.items()},
+            {i: raw for i, (_item, raw) in labels.items()},
         )
-        joined: set[str] = set()
-        tasked: list[str] = []
-        # labels first: an event a label joins in this batch needs no one asked about it
-        self._labels_parked(effects, labels, parked, outcomes, joined)
-        self._features_stored(effects, self._fresh(features, added), joined, tasked)
-        self._predictions_stored(effects, self._fresh(predictions, predicted), joined, tasked)
-        outcomes["joined"] += len(joined)
-        self.counts.labels(outcomes)
-        self._after_ack(effects, list(joined), tasked)
-        return effects
+        settled = _Settled()
+        self._on_their_way.append(settled)
+
+        def finish() -> Effects:
+            try:
+                added, predicted, parked = sent.result()
+            finally:
+                self._on_their_way.remove(settled)
+            # events joined in flight, or marked since the exchange left: nothing more to do
+            busy = self.joining | settled.joined
+            outcomes["duplicate"] += sum(1 for i in labels if i in busy)
+            for states in (added, predicted, parked):
+                for event_id in busy.intersection(states):
+                    del states[event_id]
+            joined: set[str] = set()
+            tasked: list[str] = []
+            # labels first: an event a label joins in this batch needs no one asked about it
+            self._labels_parked(effects, labels, parked, outcomes, joined)
+            asked = self.tasking | settled.tasked
+            fresh_features = self._fresh(features, added)
+            self._features_stored(effects, fresh_features, joined, tasked, asked)
+            fresh_predictions = self._fresh(predictions, predicted)
+            self._predictions_stored(effects, fresh_predictions, joined, tasked, asked)
+            outcomes["joined"] += len(joined)
+            self.counts.labels(outcomes)
+            self._after_ack(effects, list(joined), tasked)
+            return effects
+
+        return _Handling(finish)
 
     def _features_stored(
         self,
@@ -129,6 +193,7 @@ class Labeling:
         fresh: dict[str, tuple[FeatureEvent, PendingEvent]],
         joined: set[str],
         tasked: list[str],
+        asked: set[str],
     ) -> None:
         """Join the labels parked for these features, else ask for labels where unsure."""
         for event_id, (event, state) in fresh.items():
@@ -136,7 +201,7 @@ class Labeling:
                 self._join(effects, event_id, state, state.early_label, joined)
             elif state.prediction is not None and event_id not in joined:
                 prediction = Prediction.model_validate_json(state.prediction)
-                if self._ask(effects, event, prediction, state):
+                if self._ask(effects, event, prediction, state, asked):
                     tasked.append(event_id)
 
     def _predictions_stored(
@@ -145,6 +210,7 @@ class Labeling:
         fresh: dict[str, tuple[Prediction, PendingEvent]],
         joined: set[str],
         tasked: list[str],
+        asked: set[str],
     ) -> None:
         """Ask for labels where a prediction is unsure and its features are here."""
         for event_id, (prediction, state) in fresh.items():
@@ -153,7 +219,7 @@ class Labeling:
             if uncertainty_worth_asking(prediction, self.task_uncertainty) is None:
                 continue  # parse the stored features only for the few worth a task
             event = FeatureEvent.model_validate_json(state.features)
-            if self._ask(effects, event, prediction, state):
+            if self._ask(effects, event, prediction, state, asked):
                 tasked.append(event_id)
 
     def _labels_parked(
@@ -236,10 +302,6 @@ class Labeling:
             self.duplicates.inc(repeated)
         return unique
 
-    def _not_joining(self, items: dict[str, tuple[EventT, bytes]]) -> dict[str, bytes]:
-        """Raw JSON by id of the items whose event no batch in flight is joining."""
-        return {i: raw for i, (_item, raw) in items.items() if i not in self.joining}
-
     def _fresh(
         self, items: dict[str, tuple[EventT, bytes]], states: dict[str, PendingEvent]
     ) -> dict[str, tuple[EventT, PendingEvent]]:
@@ -257,10 +319,18 @@ class Labeling:
         return fresh
 
     def _ask(
-        self, effects: Effects, event: FeatureEvent, prediction: Prediction, state: PendingEvent
+        self,
+        effects: Effects,
+        event: FeatureEvent,
+        prediction: Prediction,
+        state: PendingEvent,
+        asked: set[str],
     ) -> bool:
-        """Queue a labeling task if the prediction is unsure and none was made; True if queued."""
-        if state.tasked or event.event_id in self.tasking:
+        """Queue a labeling task if the prediction is unsure and none was made; True if queued.
+
+        ``asked``: ids whose task is in flight or was marked after ``state`` was read.
+        """
+        if state.tasked or event.event_id in asked:
             return False
         unsure = uncertainty_worth_asking(prediction, self.task_uncertainty)
         if unsure is None:
@@ -283,12 +353,22 @@ class Labeling:
         self.tasking.update(tasked)
         self.counts.tasks(len(tasked))
         if joined or tasked:
-            effects.after_ack.append(lambda: self._settle(joined, tasked))
+            marks = _Marks(self, joined, tasked)
+            effects.after_ack.append(marks.send)
+            effects.before_commit.append(marks.wait)
 
-    def _settle(self, joined: list[str], tasked: list[str]) -> None:
-        self.store.settle(joined, tasked)
+    def _settle(self, joined: list[str], tasked: list[str]) -> Callable[[], None]:
+        """Send the marks; what waits for Redis's reply comes back.
+
+        Exchanges sent later see the marks; those sent earlier may not (``_Settled``).
+        """
+        wait = self.store.send_settle(joined, tasked)
+        for settled in self._on_their_way:
+            settled.joined.update(joined)
+            settled.tasked.update(tasked)
         self.joining.difference_update(joined)
         self.tasking.difference_update(tasked)
+        return wait
 
 
 def run(settings: Settings | None = None) -> None:
@@ -302,5 +382,5 @@ def run(settings: Settings | None = None) -> None:
         labeling.handlers(),
         tick=labeling.sweep,
         tick_interval_s=runtime.settings.labeling.sweep_interval_s,
-        joint=labeling.on_batch,
+        joint=labeling.submit,
     )

@@ -407,7 +407,7 @@ def _batch(*parts: tuple[BatchHandler, list[BaseModel]], acked: bool = True) -> 
     for handler, payloads in parts:
         effects.extend(handler(_messages(payloads)))
     if acked:
-        for effect in effects.after_ack:
+        for effect in [*effects.after_ack, *effects.before_commit]:
             effect()
     return effects
 
@@ -481,7 +481,7 @@ def test_one_batch_of_all_three_topics_joins_each_event_once_and_asks_only_about
             topics("features"): _messages([labeled, unlabeled, early]),
         }
     )
-    for effect in effects.after_ack:
+    for effect in [*effects.after_ack, *effects.before_commit]:
         effect()
 
     examples = {

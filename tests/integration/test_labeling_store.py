@@ -155,6 +155,60 @@ def test_an_exchange_after_the_server_forgot_its_scripts_still_runs_every_part(
     assert store.exchange({}, {}, {}) == ({}, {}, {})
 
 
+def test_exchanges_and_settles_sent_ahead_run_in_order_whichever_result_is_read_first(
+    settings: Settings,
+) -> None:
+    store = _store(settings)
+    first = store.send_exchange({"ev-1": b"f"}, {}, {})
+    second = store.send_exchange({}, {"ev-1": b"p"}, {"ev-2": b"l"})
+    settled = store.send_settle(joined=["ev-1"], tasked=[])
+    third = store.send_exchange({}, {}, {"ev-1": b"l"})
+
+    assert third.result() == ({}, {}, {"ev-1": PendingEvent(labeled=True)}), "after the settle"
+    settled()
+    assert second.result() == (
+        {},
+        {"ev-1": PendingEvent(features=b"f", prediction=b"p")},
+        {"ev-2": PendingEvent()},
+    )
+    assert first.result() == ({"ev-1": PendingEvent(features=b"f")}, {}, {})
+
+
+def test_a_label_replayed_in_an_exchange_sent_before_its_join_was_marked_gives_no_example(
+    settings: Settings,
+) -> None:
+    # the stream loop sends the next batch's exchange before the one before it is acknowledged;
+    # that exchange may run before the marks, and its reply then shows the event still open
+    labeling = Labeling(
+        Runtime(
+            "labeling",
+            settings,
+            Topics(settings.topic_prefix),
+            connect_redis(settings),
+            StopSignal(),
+            0,
+        )
+    )
+    event = feature_events(1)[0]
+    labels = Topics(settings.topic_prefix)("labels")
+    label = Label(event_id=event.event_id, label=True).model_dump_json().encode()
+
+    def messages(value: bytes) -> list[Message]:
+        return [Message(topic="t", partition=0, offset=0, key=b"k", value=value)]
+
+    labeling.on_features(messages(event.model_dump_json().encode()))
+    first = labeling.submit({labels: messages(label)}).result()
+    replayed = labeling.submit({labels: messages(label)})  # sent; its result is read later
+    for effect in [*first.after_ack, *first.before_commit]:  # acknowledged: the join is marked
+        effect()
+    second = replayed.result()
+
+    assert [json.loads(o.value)["event_id"] for o in first.outputs] == [event.event_id]
+    assert second.outputs == [] and second.after_ack == []
+    assert labeling.counts.totals == {"joined": 1, "duplicate": 1}
+    assert labeling.joining == set()
+
+
 def test_a_label_repeated_while_its_join_is_in_flight_gives_one_example(
     settings: Settings,
 ) -> None:
@@ -176,7 +230,7 @@ def test_a_label_repeated_while_its_join_is_in_flight_gives_one_example(
     batch(labeling.on_features, event.model_dump_json().encode())
     first = batch(labeling.on_labels, label)  # produced, not yet acknowledged
     second = batch(labeling.on_labels, label)
-    for effect in [*first.after_ack, *second.after_ack]:
+    for effect in [*first.after_ack, *second.after_ack, *first.before_commit]:
         effect()
     third = batch(labeling.on_labels, label)
 

@@ -166,3 +166,49 @@ def test_a_joint_handler_gets_each_batch_whole_by_topic_and_the_topic_handlers_g
     assert sum(b.get(topics("features"), 0) for b in batches) == len(events)
     assert sum(b.get(topics("labels"), 0) for b in batches) == len(events)
     assert all(count > 0 for batch in batches for count in batch.values()), "an empty topic"
+
+
+def test_deferred_effects_are_taken_after_the_next_batch_comes_and_settle_in_order(
+    settings: Settings, reader: OpenReader
+) -> None:
+    kafka = settings.kafka.model_copy(update={"batch_size": 40})
+    settings = settings.model_copy(update={"kafka": kafka})
+    topics = Topics(settings.topic_prefix)
+    admin = make_admin(settings)
+    events = feature_events(400)
+    log: list[tuple[str, int]] = []
+
+    class Deferred:
+        def __init__(self, n: int, messages: Sequence[Message]) -> None:
+            self.n, self.messages = n, list(messages)
+
+        def result(self) -> Effects:
+            log.append(("result", self.n))
+            sink = topics("predictions")
+            effects = Effects([Outbound(sink, m.key(), m.value() or b"") for m in self.messages])
+            effects.after_ack.append(lambda: log.append(("acked", self.n)))
+            effects.before_commit.append(lambda: log.append(("confirmed", self.n)))
+            return effects
+
+    def joint(by_topic: Mapping[str, Sequence[Message]]) -> Deferred:
+        n = sum(1 for kind, _ in log if kind == "submit")
+        log.append(("submit", n))
+        return Deferred(n, by_topic[topics("features")])
+
+    produce_features(settings, events)  # a backlog: the next batch is always there at once
+    outputs = reader("predictions", FeatureEvent)
+    with _running(settings, handlers={topics("features"): joint}, joint=joint):  # type: ignore[dict-item]
+        outputs.read_until(lambda items: len(items) >= len(events))
+    batches = sum(1 for kind, _ in log if kind == "submit")
+
+    assert [e.event_id for e in outputs.items] == [e.event_id for e in events], "order or loss"
+    assert _committed(admin, settings) == len(events)
+    for kind in ("result", "acked", "confirmed"):
+        assert [n for k, n in log if k == kind] == list(range(batches)), f"{kind} out of order"
+    for n in range(batches):
+        assert log.index(("submit", n)) < log.index(("result", n)) < log.index(("acked", n))
+        assert log.index(("acked", n)) < log.index(("confirmed", n))
+    overlapped = [
+        n for n in range(batches - 1) if log.index(("submit", n + 1)) < log.index(("result", n))
+    ]
+    assert overlapped, "no batch was handed over while the one before it was deferred"

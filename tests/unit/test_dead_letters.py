@@ -239,17 +239,19 @@ def test_emit_keeps_the_order_of_outputs() -> None:
     assert ids == ["evt-0", "evt-1", "evt-2"]
 
 
-def test_extend_appends_outputs_and_after_ack_effects_in_order() -> None:
+def test_extend_appends_outputs_and_after_ack_and_before_commit_effects_in_order() -> None:
     first, second = Effects(), Effects()
     first.emit("a", None, label("evt-a"))
     second.emit("b", None, label("evt-b"))
     calls: list[str] = []
     first.after_ack.append(lambda: calls.append("first"))
     second.after_ack.append(lambda: calls.append("second"))
+    first.before_commit.append(lambda: calls.append("first waited"))
+    second.before_commit.append(lambda: calls.append("second waited"))
 
     first.extend(second)
-    for effect in first.after_ack:
+    for effect in [*first.after_ack, *first.before_commit]:
         effect()
 
     assert [out.topic for out in first.outputs] == ["a", "b"]
-    assert calls == ["first", "second"]
+    assert calls == ["first", "second", "first waited", "second waited"]
