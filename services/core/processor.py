@@ -1,10 +1,9 @@
 """The one Kafka loop every service runs: consume, dispatch to handlers, produce, commit.
 
 Delivery rule (DESIGN.md): a batch's offsets are committed only after everything its handlers
-produced is acknowledged by the broker, and after the handlers' ``after_ack`` effects ran (and
-what they started finished: ``Effects.before_commit``). A
-crash anywhere before the commit replays the batch; handlers make that harmless by being
-idempotent by ``event_id``.
+produced is acknowledged by the broker, after the handlers' ``after_ack`` effects ran, and after
+what those started finished (``Effects.before_commit``). A crash anywhere before the commit
+replays the batch; handlers make that harmless by being idempotent by ``event_id``.
 
 Acknowledgements are pipelined: while a batch's outputs travel to the broker, the next batches
 are already handled (at most ``EDDY_KAFKA__MAX_IN_FLIGHT`` batches). Batches settle strictly in

@@ -179,6 +179,10 @@ class _Plan(NamedTuple):
     written: int | None
 
 
+#: The name of the store's own connection (``CLIENT LIST``).
+CHANNEL_NAME = "eddy-labeling-exchange"
+
+
 class _Ticket:
     """A request sent on the store's own connection; its replies are read when asked for."""
 
@@ -222,6 +226,9 @@ class _Channel:
         return ticket
 
     def _load_scripts(self, connection: Any) -> None:
+        """Name the connection (``CLIENT LIST`` shows it) and load every script on it."""
+        connection.send_command("CLIENT", "SETNAME", CHANNEL_NAME, check_health=False)
+        connection.read_response()
         for script in _SHA:
             connection.send_command("SCRIPT", "LOAD", script, check_health=False)
             connection.read_response()

@@ -7,6 +7,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
+import pytest
+import redis
 from confluent_kafka import Message
 from redis.crc import key_slot
 
@@ -16,7 +18,7 @@ from services.core.settings import Settings
 from services.core.state import connect_redis
 from services.core.stream import BatchHandler, Effects, StopSignal
 from services.core.topics import Topics
-from services.labeling.pending import PendingEvent, PendingStore
+from services.labeling.pending import CHANNEL_NAME, PendingEvent, PendingStore
 from services.labeling.service import Labeling
 from tests.integration.support import feature_events
 
@@ -172,6 +174,22 @@ def test_exchanges_and_settles_sent_ahead_run_in_order_whichever_result_is_read_
         {"ev-2": PendingEvent()},
     )
     assert first.result() == ({"ev-1": PendingEvent(features=b"f")}, {}, {})
+
+
+def test_an_exchange_whose_connection_broke_fails_loudly_and_the_next_one_reconnects(
+    settings: Settings,
+) -> None:
+    store = _store(settings)
+    store.exchange({"ev-1": b"f"}, {}, {})  # opens the store's own connection
+    own = [c for c in store.client.client_list() if c["name"] == CHANNEL_NAME]
+    assert len(own) == 1, "the store's connection is named in CLIENT LIST"
+    store.client.client_kill_filter(_id=own[0]["id"])  # as a restarting server would
+
+    with pytest.raises(redis.ConnectionError):
+        store.send_exchange({}, {"ev-1": b"p"}, {}).result()
+    _added, predicted, _parked = store.exchange({}, {"ev-1": b"p"}, {})
+
+    assert predicted == {"ev-1": PendingEvent(features=b"f", prediction=b"p")}
 
 
 def test_a_label_replayed_in_an_exchange_sent_before_its_join_was_marked_gives_no_example(
