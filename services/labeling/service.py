@@ -103,7 +103,7 @@ class Labeling:
         self._on_their_way: list[_Settled] = []
 
     def handlers(self) -> dict[str, BatchHandler]:
-        """Topic → handler (``on_batch`` does the same for all three topics at once)."""
+        """Topic → handler (``submit`` does the same for all three topics at once, for the loop)."""
         return {
             self.features_topic: self.on_features,
             self.predictions_topic: self.on_predictions,
