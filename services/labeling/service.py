@@ -103,7 +103,7 @@ class Labeling:
         self._on_their_way: list[_Settled] = []
 
     def handlers(self) -> dict[str, BatchHandler]:
-        """Topic → handler (``submit`` does the same for all three topics at once, for the loop)."""
+        """Topic → handler (the loop gets ``submit``, which does all three topics at once)."""
         return {
             self.features_topic: self.on_features,
             self.predictions_topic: self.on_predictions,
