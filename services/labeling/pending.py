@@ -203,6 +203,7 @@ class _Channel:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        # a redis-py Connection, whose methods carry no annotations mypy could check
         self.connection: Any = None
         self.unread: deque[_Ticket] = deque()
 
@@ -273,9 +274,7 @@ class SentExchange:
         self,
     ) -> tuple[dict[str, PendingEvent], dict[str, PendingEvent], dict[str, PendingEvent]]:
         """What ``exchange`` returns: the states after features and predictions, before labels."""
-        calls = self.ticket.calls
-        replies = self.store._resolved(calls, self.store._channel.receive(self.ticket))
-        added, predicted, parked = self.store._states(self.plans, replies)
+        added, predicted, parked = self.store._states(self.plans, self.store._received(self.ticket))
         return added, predicted, parked
 
 
@@ -339,6 +338,10 @@ class PendingStore:
         for call in calls:
             pipe.evalsha(_SHA[call.script], len(call.keys), *call.keys, *call.args)
         return self._resolved(calls, pipe.execute(raise_on_error=False))
+
+    def _received(self, ticket: _Ticket) -> list[Any]:
+        """The replies of a request sent on the store's own connection, as ``_resolved``."""
+        return self._resolved(ticket.calls, self._channel.receive(ticket))
 
     def _resolved(self, calls: Sequence[_Call], replies: list[Any]) -> list[Any]:
         """The replies, with each call the server did not know the script of run again."""
@@ -470,11 +473,10 @@ class PendingStore:
 
         It runs after every exchange sent before it and before every one sent after it.
         """
-        calls = self._settle_calls(joined, tasked)
-        ticket = self._channel.send(calls)
+        ticket = self._channel.send(self._settle_calls(joined, tasked))
 
         def wait() -> None:
-            self._resolved(calls, self._channel.receive(ticket))
+            self._received(ticket)
 
         return wait
 

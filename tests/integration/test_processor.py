@@ -197,7 +197,11 @@ def test_deferred_effects_are_taken_after_the_next_batch_comes_and_settle_in_ord
 
     produce_features(settings, events)  # a backlog: the next batch is always there at once
     outputs = reader("predictions", FeatureEvent)
-    with _running(settings, handlers={topics("features"): joint}, joint=joint):  # type: ignore[dict-item]
+
+    def per_topic(messages: Sequence[Message]) -> Effects:
+        raise AssertionError("a topic's own handler ran beside the joint one")
+
+    with _running(settings, handlers={topics("features"): per_topic}, joint=joint):
         outputs.read_until(lambda items: len(items) >= len(events))
     batches = sum(1 for kind, _ in log if kind == "submit")
 
