@@ -27,7 +27,7 @@ machine the producer may not offer the top step's rate at all). The loop's rate 
 the five, and the slowest service the one with the lowest (ties: the steepest relative lag
 growth where they fell behind). Serving's own sustained rate in the same run is the baseline, so
 the ratio says whether any stage holds the loop below serving. A service that never fell behind
-has the top of the ramp as a lower bound.
+has the top of the ramp as a lower bound; where that is serving's, the target is not judged met.
 
 The embedded broker may report a partition's end offset short by up to its last record batch;
 a service past that end counts as no lag on the partition. Reading the lag must stay quick: an
@@ -68,12 +68,12 @@ from services.core.supervisor import SERVICES, ServiceProcess
 from services.core.topics import TopicRole, Topics, declared_topics
 
 SCENARIO = "loop capacity"
-#: Offered raw events/s, one step each, lowest first; and how long each step lasts. The full ramp
-#: went to 5,000 while serving held that in every run; now to 7,000. On fresh servers serving
-#: held 7,000 in every run of 2026-11-30 14:54 (its rate only a lower bound there) and 5,000 or
-#: 6,000 at 17:15, so the top of the ramp is about serving's own rate on this machine.
+#: Offered raw events/s, one step each, lowest first; and how long each step lasts. The ramp must
+#: go past serving's own rate, or that rate is only a lower bound and the target cannot be judged
+#: (``serving_measured``): serving held 7,000, the old top, in every run of 2026-11-30 21:53, and
+#: in loop steps at 23:55 it held 9,000 and fell behind at 10,000.
 RAMP_QUICK = (300, 600, 1_200, 2_400)
-RAMP_FULL = (250, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 6_000, 7_000)
+RAMP_FULL = (250, 500, 750, 1_000, 1_500, 2_000, *range(3_000, 10_001, 1_000), 12_000)
 STEP_QUICK_S = 4.0
 STEP_FULL_S = 7.0
 #: Each event's label is sent this long after the event.
@@ -491,21 +491,7 @@ def run(ctx: Context) -> list[Figure]:
             + ", ".join(f"{s} {r.sustained[s]:,.0f}" for s in SERVICES)
         )
     serving = [r.sustained["serving"] for r in runs]
-    slowest = Counter(r.slowest or "none" for r in runs)
-    ramp_text = f"ramp {', '.join(f'{r:,}' for r in ramp)} ev/s, {step_s:.0f} s each"
-    figures = [
-        median_figure(
-            SCENARIO,
-            "input rate all five services sustain",
-            "ev/s",
-            [r.loop_rate for r in runs],
-            serving,
-            target=">= 1.0x serving's own",
-            met=lambda v, b: bool(b) and v >= (b or 0),
-            note=f"slowest: {_counts(slowest, len(runs))}; {ramp_text}; "
-            "baseline: serving's sustained rate in the same run",
-        )
-    ]
+    figures = [loop_figure(runs, ramp, step_s)]
     for service in SERVICES:
         if service == "serving":
             continue
@@ -520,6 +506,39 @@ def run(ctx: Context) -> list[Figure]:
             )
         )
     return figures + _cpu_figures(ramp, runs)
+
+
+_UNJUDGED = (
+    "; not judged met: serving kept up at the top of the ramp in most runs, so its own rate is "
+    "only a lower bound"
+)
+
+
+def loop_figure(runs: Sequence[LoopResult], ramp: Sequence[int], step_s: float) -> Figure:
+    """The headline: the rate all five sustain against serving's own, judged where it can be."""
+    measured = serving_measured(runs)
+    slowest = Counter(r.slowest or "none" for r in runs)
+    ramp_text = f"ramp {', '.join(f'{r:,}' for r in ramp)} ev/s, {step_s:.0f} s each"
+    return median_figure(
+        SCENARIO,
+        "input rate all five services sustain",
+        "ev/s",
+        [r.loop_rate for r in runs],
+        [r.sustained["serving"] for r in runs],
+        target=">= 1.0x serving's own",
+        met=lambda v, b: measured and b is not None and v >= b,
+        note=f"slowest: {_counts(slowest, len(runs))}; {ramp_text}; "
+        "baseline: serving's sustained rate in the same run" + ("" if measured else _UNJUDGED),
+    )
+
+
+def serving_measured(runs: Sequence[LoopResult]) -> bool:
+    """Serving fell behind within the ramp in most runs, so its own rate is measured.
+
+    Where it held the top of the ramp, the loop holding it too shows only that the ramp was too
+    short: a stage may still limit the loop below serving's own rate.
+    """
+    return 2 * sum(not r.top_of_ramp["serving"] for r in runs) > len(runs)
 
 
 def _cpu_figures(ramp: Sequence[int], runs: list[LoopResult]) -> list[Figure]:

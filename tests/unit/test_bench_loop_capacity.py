@@ -15,6 +15,7 @@ from bench.scenarios.loop_capacity import (
     _cpu_figures,
     _result,
     judge,
+    loop_figure,
 )
 from services.core.supervisor import SERVICES
 
@@ -104,3 +105,41 @@ def test_without_a_machine_load_the_cpu_figures_are_only_the_processes() -> None
         "CPU of labeling where the loop fell behind",
         "CPU of all these processes where the loop fell behind",
     ]
+
+
+def run_result(held: dict[str, float], top: float) -> LoopResult:
+    """One run's sustained rates; a service that held ``top`` (the ramp's end) never fell behind."""
+    return LoopResult(dict(held), {s: rate >= top for s, rate in held.items()})
+
+
+def test_the_loop_meets_its_target_when_every_stage_holds_serving_s_measured_rate() -> None:
+    held = dict.fromkeys(SERVICES, 9_000.0)
+    runs = [run_result(held, top=12_000) for _ in range(3)]
+
+    figure = loop_figure(runs, (9_000, 10_000, 12_000), 7.0)
+
+    assert figure.value == figure.baseline == 9_000
+    assert figure.met is True
+
+
+def test_a_stage_below_serving_misses_the_target() -> None:
+    held = {**dict.fromkeys(SERVICES, 9_000.0), "labeling": 7_000.0}
+    runs = [run_result(held, top=12_000) for _ in range(3)]
+
+    figure = loop_figure(runs, (7_000, 9_000, 12_000), 7.0)
+
+    assert figure.value == 7_000
+    assert figure.met is False
+    assert "slowest: labeling (3/3 runs)" in figure.note
+
+
+def test_a_loop_that_holds_the_top_of_a_short_ramp_is_not_judged_met() -> None:
+    held = dict.fromkeys(SERVICES, 7_000.0)
+    runs = [run_result(held, top=7_000) for _ in range(2)]
+    runs.append(run_result({**held, "serving": 6_000.0, "labeling": 6_000.0}, top=7_000))
+
+    figure = loop_figure(runs, (6_000, 7_000), 7.0)
+
+    assert figure.value == figure.baseline == 7_000
+    assert figure.met is False
+    assert "only a lower bound" in figure.note
