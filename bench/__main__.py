@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 import traceback
@@ -32,18 +33,53 @@ SCENARIOS = (
 )
 
 
+def _repeats(text: str) -> int:
+    """``--repeats``: a median needs at least one run (and a bench an end)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and 100")
+    return value
+
+
+def _unwritable(out: Path) -> str:
+    """Why the results could not be written to ``out`` ("" if they can)."""
+    if out.is_dir():
+        return "it is a directory"
+    if not out.parent.is_dir():
+        return f"no directory {out.parent}"
+    if not os.access(out if out.exists() else out.parent, os.W_OK):
+        return "permission denied"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen scenarios on the configured endpoints or an embedded stack."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", help="Comma-separated scenario names.", default="")
-    parser.add_argument("--repeats", type=int, default=3, help="Runs per figure (median).")
+    parser.add_argument(
+        "--only",
+        default="",
+        metavar="NAME[,NAME...]",
+        help=f"Scenarios to run, of {', '.join(SCENARIOS)} (default: all).",
+    )
+    parser.add_argument(
+        "--repeats", type=_repeats, default=3, help="Runs per figure, 1-100 (median; default 3)."
+    )
     parser.add_argument("--quick", action="store_true", help="Smaller workloads, for a smoke run.")
-    parser.add_argument("--out", type=Path, default=None, help="Results file.")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="Results file (default: bench/results.json)."
+    )
     args = parser.parse_args(argv)
     chosen = [s for s in args.only.split(",") if s] or list(SCENARIOS)
     unknown = sorted(set(chosen) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
+    out = args.out or (Path(__file__).resolve().parent / "results.json")
+    problem = _unwritable(out)
+    if problem:  # said now, not after half an hour of measuring
+        parser.error(f"argument --out: cannot write {out}: {problem}")
 
     settings = Settings()
     figures: list[Figure] = []
@@ -84,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     print(render(figures))
-    out = args.out or (Path(__file__).resolve().parent / "results.json")
     write_results(figures, out, failed, load)
     print(f"\nwritten to {out}")
     if failed:

@@ -48,3 +48,45 @@ def test_a_failing_scenario_keeps_the_others_figures_and_fails_the_run(
     expected = {"seconds", "busy", "stolen"} if os.path.exists("/proc/stat") else {"seconds"}
     assert all(set(load) == expected for load in results["load"].values())
     assert "FAILED scenarios: fake_broken" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("repeats", ["0", "-3", "101", "three", ""])
+def test_a_number_of_repeats_that_gives_no_median_is_refused_before_anything_runs(
+    repeats: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.json"
+
+    with pytest.raises(SystemExit) as stopped:
+        bench_main.main(["--repeats", repeats, "--out", str(out)])
+
+    assert stopped.value.code == 2
+    assert "--repeats" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_unknown_scenario_is_refused_with_the_names_to_choose_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.json"
+
+    with pytest.raises(SystemExit) as stopped:
+        bench_main.main(["--only", "latency,nope", "--out", str(out)])
+
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "unknown scenarios ['nope']" in error
+    assert "loop_capacity" in error
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "why"), [("missing/results.json", "no directory"), (".", "it is a directory")]
+)
+def test_a_results_file_that_cannot_be_written_is_refused_before_anything_runs(
+    where: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        bench_main.main(["--out", str(tmp_path / where)])
+
+    assert stopped.value.code == 2
+    assert why in capsys.readouterr().err
