@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import importlib
-import json
+import math
 import sys
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
-from services.core.datasets import LOOP_STREAMS, rows_available
-from services.core.exceptions import EddyError
+from services.core.datasets import BUNDLED, LOOP_STREAMS, rows_available
+from services.core.exceptions import EddyError, MessageTooLargeError
 from services.core.settings import Settings
 
 RUNNABLE = ("ingest", "serving", "labeling", "training", "monitoring")
@@ -22,6 +22,13 @@ def _settings() -> Settings:
         return Settings()
     except ValidationError as error:
         raise click.ClickException(f"invalid EDDY_* settings:\n{error}") from None
+
+
+def _positive(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A finite number above zero (a rate or a timeout; NaN and infinity pass a FloatRange)."""
+    if not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value} is not a finite number above 0", param=param)
+    return value
 
 
 class _EddyGroup(click.Group):
@@ -54,9 +61,23 @@ def main() -> None:
     help="SEA or Agrawal (synthetic, drift halfway) or a bundled real dataset (no drift).",
 )
 @click.option("--events", type=int, help="Events streamed [8000, or all rows of a dataset].")
-@click.option("--rate", default=400.0, show_default=True, help="Events per second.")
-@click.option("--label-delay", default=100, show_default=True, help="Events each label lags.")
-@click.option("--drift-width", default=0, show_default=True, help="0: abrupt; else gradual.")
+@click.option(
+    "--rate", default=400.0, show_default=True, callback=_positive, help="Events per second."
+)
+@click.option(
+    "--label-delay",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Events each label lags.",
+)
+@click.option(
+    "--drift-width",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="0: abrupt; else gradual over this many events.",
+)
 @click.option("--no-drift", is_flag=True, help="A stationary stream (no concept drift).")
 def demo(
     stream: str,
@@ -70,7 +91,8 @@ def demo(
     from services.core.demo import Scenario, run_demo
 
     available = rows_available(stream)
-    events = events or available or 8000
+    if events is None:
+        events = available or 8000
     if available is not None and events > available:
         raise click.BadParameter(f"{stream} has {available} rows", param_hint="--events")
     if events < 1000:
@@ -99,7 +121,13 @@ def run_service(service: str) -> None:
 
 @main.command("label-ui")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8088, show_default=True, help="Port to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8088,
+    show_default=True,
+    help="Port to listen on (0: any free one).",
+)
 def label_ui(host: str, port: int) -> None:
     """Serve the page where people answer the model's label requests (labeling.tasks)."""
     from services.labeling.ui import serve
@@ -183,8 +211,20 @@ def models() -> None:
 
 @models.command("publish")
 @click.option("--name", "model_name", default=None, help="Model name (default: serving's).")
-@click.option("--dataset", default="phishing", show_default=True, help="Bundled dataset.")
-@click.option("--warmup", default=100, show_default=True, help="Rows learned before publishing.")
+@click.option(
+    "--dataset",
+    type=click.Choice(sorted(BUNDLED)),
+    default="phishing",
+    show_default=True,
+    help="Bundled dataset.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Rows learned before publishing (all of them if more).",
+)
 def models_publish(model_name: str | None, dataset: str, warmup: int) -> None:
     """Publish a River model (scaled logistic regression) warmed up on a bundled dataset."""
     from itertools import islice
@@ -285,15 +325,27 @@ def models_rollback(name: str, target: int | None) -> None:
 
 @main.command()
 @click.argument("features_json")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for a reply.")
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    callback=_positive,
+    help="Seconds to wait for a reply.",
+)
 def predict(features_json: str, timeout: float) -> None:
     """Request/reply prediction: eddy predict '{"https": 1.0}'."""
-    from services.core.client import EddyClient
+    from pydantic import TypeAdapter
 
-    try:
-        features = json.loads(features_json)
-    except json.JSONDecodeError as error:
-        raise click.BadParameter(f"not JSON: {error}") from None
+    from schemas.base import Features
+    from services.core.client import EddyClient
+    from services.core.stream import describe
+
+    try:  # checked here, before connecting: a clear error, not the service's dead letter
+        features = TypeAdapter(Features).validate_json(features_json)
+    except ValidationError as error:
+        raise click.BadParameter(
+            f"not a JSON object of feature values: {describe(error)}", param_hint="FEATURES_JSON"
+        ) from None
     with EddyClient(_settings()) as client:
         click.echo(client.predict(features, timeout).model_dump_json(indent=2))
 
@@ -306,9 +358,15 @@ def send(file: Any) -> None:
 
     count = 0
     with EddyClient(_settings()) as client:
-        for line in file:
+        for number, line in enumerate(file, 1):
             if line.strip():
-                client.send_raw(line.strip())
+                try:
+                    client.send_raw(line.strip())
+                except MessageTooLargeError as error:
+                    client.flush()
+                    raise click.ClickException(
+                        f"line {number}: {error}; the {count} events before it were sent"
+                    ) from None
                 count += 1
         client.flush()
     click.echo(f"sent {count} events")

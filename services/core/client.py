@@ -14,11 +14,11 @@ import uuid
 from collections.abc import Iterable
 from types import TracebackType
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas import Label, PredictionReply, PredictionRequest, RawEvent
 from schemas.base import Features
-from services.core.exceptions import DeliveryError, EddyError
+from services.core.exceptions import DeliveryError, EddyError, MessageTooLargeError
 from services.core.kafka import end_offsets, make_consumer, make_producer
 from services.core.settings import Settings
 from services.core.topics import Topics
@@ -78,6 +78,14 @@ class EddyClient:
                 return
             except BufferError:
                 self.producer.poll(0.05)
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                limit = self.settings.kafka.max_message_bytes
+                raise MessageTooLargeError(
+                    f"a message of {len(value):,} bytes for {topic} is larger than the "
+                    f"{limit:,} allowed (EDDY_KAFKA__MAX_MESSAGE_BYTES)"
+                ) from None
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until everything sent is acknowledged."""

@@ -17,5 +17,9 @@ class DeliveryError(EddyError):
     """The broker did not acknowledge a produced message; offsets stay uncommitted."""
 
 
+class MessageTooLargeError(EddyError):
+    """A message is larger than the producer may send (``EDDY_KAFKA__MAX_MESSAGE_BYTES``)."""
+
+
 class ArtifactError(EddyError):
     """A model artifact is missing, corrupt, or its signature does not verify."""

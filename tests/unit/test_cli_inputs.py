@@ -1,0 +1,65 @@
+"""Every ``eddy`` command refuses a malformed value with a one-line error, before it connects."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from services.core.cli import main
+
+
+def refused(args: list[str]) -> str:
+    """The usage error ``eddy args`` ends with (exit status 2, no traceback)."""
+    # no endpoints: a command that got past its arguments would fail on the missing broker
+    result = CliRunner().invoke(main, args, env={"EDDY_KAFKA_BOOTSTRAP": "", "EDDY_REDIS_URL": ""})
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+@pytest.mark.parametrize("rate", ["0", "-1", "nan", "inf"])
+def test_the_demo_refuses_a_rate_that_is_not_a_finite_number_above_zero(rate: str) -> None:
+    assert "is not a finite number above 0" in refused(["demo", "--rate", rate])
+
+
+def test_the_demo_refuses_zero_events_instead_of_playing_the_default() -> None:
+    assert "at least 1000 events" in refused(["demo", "--events", "0"])
+
+
+@pytest.mark.parametrize("option", ["--label-delay", "--drift-width"])
+def test_the_demo_refuses_a_negative_delay_or_drift_width(option: str) -> None:
+    assert "-1 is not in the range x>=0" in refused(["demo", option, "-1"])
+
+
+def test_the_label_page_refuses_a_port_that_does_not_exist() -> None:
+    assert "99999 is not in the range 0<=x<=65535" in refused(["label-ui", "--port", "99999"])
+
+
+def test_publishing_refuses_an_unknown_dataset_and_a_negative_warm_up() -> None:
+    assert "'mnist' is not one of 'bananas', 'phishing'" in refused(
+        ["models", "publish", "--dataset", "mnist"]
+    )
+    assert "-5 is not in the range x>=0" in refused(["models", "publish", "--warmup", "-5"])
+
+
+@pytest.mark.parametrize(
+    ("features", "why"),
+    [
+        ("{bad", "Invalid JSON"),
+        ("[1, 2]", "Input should be an object"),
+        ('{"https": [1]}', "https.float: Input should be a valid number"),
+        ('{"https": {"nested": 1}}', "https.float: Input should be a valid number"),
+        ("", "Invalid JSON"),
+    ],
+)
+def test_a_prediction_call_refuses_features_that_are_not_an_object_of_values(
+    features: str, why: str
+) -> None:
+    output = refused(["predict", features])
+
+    assert "not a JSON object of feature values" in output
+    assert why in output
+
+
+def test_a_prediction_call_refuses_a_timeout_that_is_not_above_zero() -> None:
+    assert "is not a finite number above 0" in refused(["predict", '{"a": 1}', "--timeout", "0"])
