@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: Largest form a browser may post: an answer is a few dozen bytes.
 MAX_FORM_BYTES = 4096
+#: Seconds a connection may stay silent mid-request: a client that announces more than it sends
+#: would otherwise hold its thread for good.
+READ_TIMEOUT_S = 10.0
 #: Tasks shown at once.
 PAGE_SIZE = 50
 
@@ -157,6 +160,7 @@ def make_handler(board: TaskBoard) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "eddy-label-ui"
+        timeout = READ_TIMEOUT_S
 
         def do_GET(self) -> None:
             if self.path.split("?")[0] != "/":
@@ -172,6 +176,9 @@ def make_handler(board: TaskBoard) -> type[BaseHTTPRequestHandler]:
                 length = int(self.headers.get("Content-Length", ""))
             except ValueError:
                 self._send(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
+                return
+            if length < 0:  # read(-1) would read until the client stops sending
+                self._send(HTTPStatus.BAD_REQUEST, f"a Content-Length of {length} bytes")
                 return
             if length > MAX_FORM_BYTES:
                 self._send(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import urllib.error
@@ -13,6 +14,7 @@ import pytest
 
 from schemas import Label, LabelingTask
 from services.core.settings import Settings
+from services.labeling import ui
 from services.labeling.ui import serve
 from tests.integration.support import OpenReader, produce
 
@@ -27,7 +29,8 @@ TASK = LabelingTask(
 
 
 @pytest.fixture
-def page(settings: Settings) -> Iterator[str]:
+def page(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setattr(ui, "READ_TIMEOUT_S", 0.5)  # so the test of a stalled client is quick
     server = serve(settings, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -103,3 +106,43 @@ def test_bad_answers_get_a_clear_error_and_publish_nothing(
 def test_other_paths_are_not_found(page: str) -> None:
     assert get(page + "/admin")[0] == 404
     assert post(page + "/", b"x=1")[0] == 404
+
+
+def raw_request(page: str, request: bytes) -> bytes:
+    """Send ``request`` as is and read until the server closes the connection."""
+    host, port = page.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+        return received
+
+
+def test_a_negative_content_length_is_refused_without_reading_the_body(
+    settings: Settings, page: str, reader: OpenReader
+) -> None:
+    produce(settings, "labeling_tasks", [(b"ev-7", TASK.model_dump_json().encode())])
+    wait_for_task(page, "ev-7")
+    body = b"event_id=ev-7&label=true"
+    head = b"POST /label HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: -1\r\n\r\n"
+
+    # the client keeps its side open: a server reading to the end would wait for good
+    host, port = page.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head + body)
+        answer = conn.recv(65536)
+
+    assert answer.startswith(b"HTTP/1.0 400") and b"Content-Length of -1" in answer
+    assert reader("labels", Label).settle(quiet_s=1.0) == []
+
+
+def test_a_client_that_sends_less_than_it_announced_is_dropped_and_the_page_still_answers(
+    page: str,
+) -> None:
+    head = b"POST /label HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+
+    received = raw_request(page, head + b"event_id=")
+
+    assert received == b""  # closed after the read timed out, with nothing to say
+    assert get(page + "/")[0] == 200
