@@ -13,6 +13,7 @@ from services.core import registry
 from services.core.client import EddyClient, PredictionFailedError
 from services.core.settings import Settings
 from services.core.supervisor import ServiceProcess
+from services.core.topics import Topics
 from services.serving.model import RiverPredictor
 from tests.integration.support import (
     OpenReader,
@@ -139,6 +140,37 @@ def test_a_malformed_feature_message_goes_to_the_dlq_and_the_next_one_is_served(
     assert [d.reason for d in dlq] in (["wrong_type"], ["missing_field"])
     assert dlq[0].service == "serving"
     assert [p.event_id for p in out] == ["ev-0"]
+
+
+def test_malformed_prediction_requests_go_to_the_dlq_and_the_next_call_is_answered(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    publish_model(settings)
+    start_service("serving")
+    produce(
+        settings,
+        "prediction_requests",
+        [
+            (b"r1", b'{"correlation_id": '),
+            (b"r2", b'{"features": {"https": 1.0}}'),
+            (b"r3", b'{"correlation_id": "r3", "features": [1, 2]}'),
+            (b"r4", b'{"correlation_id": "' + b"x" * 500 + b'", "features": {}}'),
+        ],
+    )
+    with EddyClient(settings) as client:
+        reply = _retry_until_serving(client, feature_events(1)[0].features)
+
+    letters = reader("dlq", DeadLetter).read_until(lambda items: len(items) >= 4)
+    assert sorted(d.reason for d in letters) == [
+        "invalid_json",
+        "missing_field",
+        "out_of_range",
+        "wrong_type",
+    ]
+    assert {(d.service, d.source_topic) for d in letters} == {
+        ("serving", Topics(settings.topic_prefix)("prediction_requests"))
+    }
+    assert reply.error is None and reply.model_version == 1
 
 
 def test_the_same_feature_event_twice_gives_the_same_prediction(

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from datetime import UTC, datetime
 
 from river.datasets import synth
 
-from schemas import DriftEvent, ModelVersion, TrainingExample
+from schemas import DeadLetter, DriftEvent, ModelVersion, TrainingExample
 from services.core.embedded import free_port
 from services.core.settings import Settings
 from services.core.state import connect_redis
+from services.core.topics import Topics
 from tests.integration.support import OpenReader, StartService, produce, wait_for_metric
 
 EVERY = 200
@@ -164,3 +166,46 @@ def test_a_drift_event_waits_for_enough_post_change_examples_before_retraining(
     assert retrained_on == 2 * 100, "it retrained on other than the examples after the change"
     assert version.metrics["validation_accuracy"] > version.metrics["champion_validation_accuracy"]
     assert not awaiting.hexists(key, "drift-3")
+
+
+def test_malformed_examples_and_drift_events_reach_the_dlq_and_training_keeps_learning(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    port = free_port()
+    start_service("training", **{**_env(), "EDDY_METRICS_PORT": str(port)})
+    good = sea_examples(0, 50, seed=4)
+    wrong_label = good[0].model_dump(mode="json") | {"label": [1, 2]}
+    nested_feature = good[0].model_dump(mode="json") | {"features": {"0": {"deep": 1}}}
+    unknown_field = good[0].model_dump(mode="json") | {"admin": True}
+    produce(
+        settings,
+        "training_examples",
+        [
+            (b"e0", b'{"event_id": '),
+            (b"e0", b"\xff\xfe\x00binary"),
+            (b"e0", json.dumps(wrong_label).encode()),
+            (b"e0", json.dumps(nested_feature).encode()),
+            (b"e0", json.dumps(unknown_field).encode()),
+        ],
+    )
+    bad_drift = drift_event("drift-bad").model_dump(mode="json") | {"window": -5}
+    produce(settings, "drift", [(b"default", b"[]"), (b"default", json.dumps(bad_drift).encode())])
+    send(settings, good)
+
+    wait_for_metric(port, "eddy_examples_learned_total", len(good))
+    letters = reader("dlq", DeadLetter).read_until(lambda items: len(items) >= 7)
+    topics = Topics(settings.topic_prefix)
+    assert sorted((d.source_topic, d.reason) for d in letters) == sorted(
+        [
+            (topics("training_examples"), "invalid_json"),
+            (topics("training_examples"), "invalid_json"),
+            (topics("training_examples"), "wrong_type"),
+            (topics("training_examples"), "wrong_type"),
+            (topics("training_examples"), "unknown_field"),
+            (topics("drift"), "wrong_type"),
+            (topics("drift"), "out_of_range"),
+        ]
+    )
+    assert all(d.service == "training" for d in letters)
+    versions = reader("models", ModelVersion).settle(quiet_s=2)
+    assert [v.trigger for v in versions] == ["initial"], "a bad drift event led to a version"
