@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import math
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -14,6 +15,7 @@ from services.core.datasets import BUNDLED, LOOP_STREAMS, rows_available
 from services.core.exceptions import EddyError, MessageTooLargeError
 from services.core.settings import Settings
 
+F = TypeVar("F", bound=Callable[..., Any])
 RUNNABLE = ("ingest", "serving", "labeling", "training", "monitoring")
 
 
@@ -29,6 +31,13 @@ def _positive(_ctx: click.Context, param: click.Parameter, value: float) -> floa
     if not (math.isfinite(value) and value > 0):
         raise click.BadParameter(f"{value} is not a finite number above 0", param=param)
     return value
+
+
+def _count_option(name: str, default: int, help: str) -> Callable[[F], F]:
+    """An option taking a whole number of at least 0, shown with its default."""
+    return click.option(
+        name, type=click.IntRange(min=0), default=default, show_default=True, help=help
+    )
 
 
 class _EddyGroup(click.Group):
@@ -64,20 +73,8 @@ def main() -> None:
 @click.option(
     "--rate", default=400.0, show_default=True, callback=_positive, help="Events per second."
 )
-@click.option(
-    "--label-delay",
-    type=click.IntRange(min=0),
-    default=100,
-    show_default=True,
-    help="Events each label lags.",
-)
-@click.option(
-    "--drift-width",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="0: abrupt; else gradual over this many events.",
-)
+@_count_option("--label-delay", 100, "Events each label lags.")
+@_count_option("--drift-width", 0, "0: abrupt; else gradual over this many events.")
 @click.option("--no-drift", is_flag=True, help="A stationary stream (no concept drift).")
 def demo(
     stream: str,
@@ -218,13 +215,7 @@ def models() -> None:
     show_default=True,
     help="Bundled dataset.",
 )
-@click.option(
-    "--warmup",
-    type=click.IntRange(min=0),
-    default=100,
-    show_default=True,
-    help="Rows learned before publishing (all of them if more).",
-)
+@_count_option("--warmup", 100, "Rows learned before publishing (all of them if more).")
 def models_publish(model_name: str | None, dataset: str, warmup: int) -> None:
     """Publish a River model (scaled logistic regression) warmed up on a bundled dataset."""
     from itertools import islice
