@@ -109,7 +109,10 @@ def test_other_paths_are_not_found(page: str) -> None:
 
 
 def raw_request(page: str, request: bytes) -> bytes:
-    """Send ``request`` as is and read until the server closes the connection."""
+    """Send ``request`` as is and read until the server closes the connection.
+
+    This side stays open for writing, so a server waiting for more fails the read (timeout).
+    """
     host, port = page.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as conn:
         conn.sendall(request)
@@ -128,10 +131,7 @@ def test_a_negative_content_length_is_refused_without_reading_the_body(
     head = b"POST /label HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: -1\r\n\r\n"
 
     # the client keeps its side open: a server reading to the end would wait for good
-    host, port = page.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as conn:
-        conn.sendall(head + body)
-        answer = conn.recv(65536)
+    answer = raw_request(page, head + body)
 
     assert answer.startswith(b"HTTP/1.0 400") and b"Content-Length of -1" in answer
     assert reader("labels", Label).settle(quiet_s=1.0) == []
