@@ -10,12 +10,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import get_args
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from confluent_kafka import TopicPartition
 
 from schemas.events import RejectReason
 from services.core import metrics
+from services.core.exceptions import StackError
 from services.core.logging import configure_logging
 from services.core.metrics import serve_metrics
 from services.core.processor import AfterBatch, StreamProcessor
@@ -39,6 +41,17 @@ class Runtime:
     metrics_port: int
 
 
+def redacted(url: str) -> str:
+    """``url`` without its password, fit for a log or an error message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def bootstrap(
     service: str, settings: Settings | None = None, install_signals: bool = True
 ) -> Runtime:
@@ -53,7 +66,11 @@ def bootstrap(
     if install_signals:
         stop.install()
     client = connect_redis(settings)
-    client.ping()
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        url = redacted(settings.redis_url or "")
+        raise StackError(f"cannot reach Redis at {url}: {error}") from None
     log.info("starting", extra={"service": service, "metrics_port": port})
     return Runtime(service, settings, Topics(settings.topic_prefix), client, stop, port)
 
