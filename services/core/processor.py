@@ -112,7 +112,7 @@ class StreamProcessor:
         # offsets of settled batches not committed yet, the latest per partition
         self._settled: dict[tuple[str, int], TopicPartition] = {}
         # what settled batches' effects still wait for before their offsets may be committed
-        self._unconfirmed: list[Callable[[], None]] = []
+        self._unconfirmed: deque[Callable[[], None]] = deque()
         self._commit_interval_s = settings.kafka.commit_interval_ms / 1000
         self._last_commit = time.monotonic()
         self._delivery_errors: list[KafkaError] = []
@@ -331,7 +331,7 @@ class StreamProcessor:
     def _confirm(self) -> None:
         """Wait for what settled batches' after-ack effects started (``Effects.before_commit``)."""
         while self._unconfirmed:
-            self._unconfirmed.pop(0)()
+            self._unconfirmed.popleft()()
 
     def settle_all(self) -> None:
         """Wait for every in-flight batch and commit it (before a revocation or a stop)."""
