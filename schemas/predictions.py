@@ -20,6 +20,10 @@ class Prediction(Payload):
     event_id: Identifier
     entity_id: Identifier
     ts: datetime = Field(description="Event time of the feature event.")
+    features: Features = Field(
+        description="The features the prediction was made on, as served: labeling joins labels to "
+        "them, so a model learns from what it saw."
+    )
     model_name: str
     model_version: int = Field(ge=1)
     variant: Variant = "champion"
@@ -34,6 +38,7 @@ def prediction_json(
     event_id: str,
     entity_id: str,
     ts: datetime,
+    features: Features,
     model_name: str,
     model_version: int,
     prediction: Any,
@@ -43,9 +48,10 @@ def prediction_json(
     """What ``Prediction(...).model_dump_json()`` gives, at a third of its cost, for serving.
 
     Serving writes one per event, and validating the model would mostly re-check what came
-    validated (the ids and time of a ``FeatureEvent``, a version from the registry). What the
-    model returned is checked here: a numpy scalar becomes its Python value, and anything not
-    a class or a finite number raises ValueError. A test holds the two encodings equal.
+    validated (the ids, time and features of a ``FeatureEvent``, a version from the registry).
+    What the model returned is checked here: a numpy scalar becomes its Python value, and
+    anything not a class or a finite number raises ValueError. A test holds the two encodings
+    equal.
     """
     prediction = _target(prediction)
     if probabilities is not None:
@@ -58,6 +64,7 @@ def prediction_json(
             "event_id": event_id,
             "entity_id": entity_id,
             "ts": ts,
+            "features": features,
             "model_name": model_name,
             "model_version": model_version,
             "variant": variant,

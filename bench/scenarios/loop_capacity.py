@@ -98,7 +98,7 @@ REACHED_FULLY = 0.9
 INPUTS: dict[str, tuple[TopicRole, ...]] = {
     "ingest": ("raw",),
     "serving": ("features",),
-    "labeling": ("features", "predictions", "labels"),
+    "labeling": ("predictions", "labels"),
     "training": ("training_examples",),
     "monitoring": ("features", "training_examples"),
 }

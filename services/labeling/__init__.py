@@ -1,1 +1,1 @@
-"""labeling: joins late labels with their features and prediction, and asks people when unsure."""
+"""labeling: joins late labels with the served predictions, and asks people when unsure."""

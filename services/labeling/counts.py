@@ -2,8 +2,8 @@
 
 Label outcomes: ``joined`` (an example was produced), ``duplicate`` (its event already had a
 label), ``expired`` (its event's pending time had run out), ``unknown`` (parked, and its
-features never came before the pending time ran out). ``early`` counts in addition the labels
-that had to wait for their features; each of them later ends as ``joined`` or ``unknown``.
+prediction never came before the pending time ran out). ``early`` counts in addition the labels
+that had to wait for their prediction; each of them later ends as ``joined`` or ``unknown``.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class LabelingCounts:
         self._add("expired_events", count)
 
     def ignored(self, count: int) -> None:
-        """Count features or predictions that came again, or after their event was closed."""
+        """Count predictions that came again, or after their event was closed."""
         self._add("ignored_inputs", count)
 
     def log_sweep(self) -> None:

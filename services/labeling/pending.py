@@ -1,10 +1,11 @@
 """The labeling join's state in Redis: what waits for a label, what was joined, what expired.
 
-Each event id has one hash: ``features``, ``prediction``, ``tasked``, ``label`` (a label parked
-before its features) and, once the event is closed, ``closed`` (``joined`` or ``expired``) with
-everything else gone; a sorted set ``due`` holds the pending ids scored by their expiry deadline.
-Each operation is a Lua script that reads and writes a whole batch of events server-side, so a
-handler pays one round trip per batch and one command per shard, not several per event.
+Each event id has one hash: ``prediction`` (the served prediction, with the features it was made
+on), ``tasked``, ``label`` (a label parked before its prediction) and, once the event is closed,
+``closed`` (``joined`` or ``expired``) with everything else gone; a sorted set ``due`` holds the
+pending ids scored by their expiry deadline. Each operation is a Lua script that reads and writes a
+whole batch of events server-side, so a handler pays one round trip per batch and one command per
+shard, not several per event.
 
 Keys carry a hash tag per shard (``eddy:{<namespace>:<shard>}:...``, the shard from the event
 id): one script call touches the keys of one shard only, all of them declared, so the scripts
@@ -25,7 +26,7 @@ from typing import Any, NamedTuple
 import redis
 from redis.exceptions import NoScriptError, ResponseError
 
-_FIELDS = ("closed", "features", "prediction", "tasked", "label")
+_FIELDS = ("closed", "prediction", "tasked", "label")
 _WIDTH = len(_FIELDS)
 
 # Every script: KEYS[1] is the shard's due set, KEYS[2..] the events' hashes; replies are flat,
@@ -47,26 +48,26 @@ local function due_remove(ids)
 end
 """
 
-#: ARGV: the part (``features`` or ``prediction``), the deadline, the marker TTL (ms), then each
-#: event's id and value. A closed event is left as it is; the part written replies nil.
+#: ARGV: the deadline, the marker TTL (ms), then each event's id and prediction. A closed event is
+#: left as it is; the prediction written replies nil.
 _ADD = (
     _HELPERS
     + """
-local part, deadline, ttl = ARGV[1], ARGV[2], ARGV[3]
+local deadline, ttl = ARGV[1], ARGV[2]
 local out, deadlines = {}, {}
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local s = redis.call('HMGET', key, 'closed', 'features', 'prediction', 'tasked', 'label')
+  local s = redis.call('HMGET', key, 'closed', 'prediction', 'tasked', 'label')
   if not s[1] then
-    redis.call('HSET', key, part, ARGV[2 * i + 1])
-    if not (s[2] or s[3] or s[5]) then  -- a new event: its safety TTL and its deadline
+    redis.call('HSET', key, 'prediction', ARGV[2 * i])
+    if not (s[2] or s[4]) then  -- a new event: its safety TTL and its deadline
       redis.call('PEXPIRE', key, ttl)
       deadlines[#deadlines + 1] = deadline
-      deadlines[#deadlines + 1] = ARGV[2 * i]
+      deadlines[#deadlines + 1] = ARGV[2 * i - 1]
     end
-    if part == 'features' then s[2] = false else s[3] = false end
+    s[2] = false
   end
-  for k = 1, 5 do out[#out + 1] = s[k] end
+  for k = 1, 4 do out[#out + 1] = s[k] end
 end
 due_add(deadlines)
 return out
@@ -74,7 +75,8 @@ return out
 )
 
 #: ARGV: the deadline, the marker TTL (ms), then each event's id and label. Replies with the state
-#: before; the label is parked only where the event is open, without features and without one.
+#: before; the label is parked only where the event is open, without a prediction and without
+#: one, so it is a new event then: its safety TTL and its deadline.
 _PARK = (
     _HELPERS
     + """
@@ -82,16 +84,14 @@ local deadline, ttl = ARGV[1], ARGV[2]
 local out, deadlines = {}, {}
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local s = redis.call('HMGET', key, 'closed', 'features', 'prediction', 'tasked', 'label')
-  if not (s[1] or s[2] or s[5]) then
+  local s = redis.call('HMGET', key, 'closed', 'prediction', 'tasked', 'label')
+  if not (s[1] or s[2] or s[4]) then
     redis.call('HSET', key, 'label', ARGV[2 * i])
-    if not s[3] then  -- a new event: its safety TTL and its deadline
-      redis.call('PEXPIRE', key, ttl)
-      deadlines[#deadlines + 1] = deadline
-      deadlines[#deadlines + 1] = ARGV[2 * i - 1]
-    end
+    redis.call('PEXPIRE', key, ttl)
+    deadlines[#deadlines + 1] = deadline
+    deadlines[#deadlines + 1] = ARGV[2 * i - 1]
   end
-  for k = 1, 5 do out[#out + 1] = s[k] end
+  for k = 1, 4 do out[#out + 1] = s[k] end
 end
 due_add(deadlines)
 return out
@@ -109,7 +109,7 @@ for i = 2, #KEYS do
   local key = KEYS[i]
   if i - 1 <= joined then
     redis.call('HSET', key, 'closed', 'joined')
-    if redis.call('HDEL', key, 'features', 'prediction', 'tasked', 'label') == 0 then
+    if redis.call('HDEL', key, 'prediction', 'tasked', 'label') == 0 then
       redis.call('PEXPIRE', key, ttl)  -- the hash was gone: never a marker without a TTL
     end
   elseif redis.call('EXISTS', key) == 1 and redis.call('HEXISTS', key, 'closed') == 0 then
@@ -130,15 +130,15 @@ local ttl = ARGV[1]
 local out = {}
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local s = {'taken', false, false, false, false}
+  local s = {'taken', false, false, false}
   if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    s = redis.call('HMGET', key, 'closed', 'features', 'prediction', 'tasked', 'label')
+    s = redis.call('HMGET', key, 'closed', 'prediction', 'tasked', 'label')
     s[1] = false
     redis.call('DEL', key)
     redis.call('HSET', key, 'closed', 'expired')
     redis.call('PEXPIRE', key, ttl)
   end
-  for k = 1, 5 do out[#out + 1] = s[k] end
+  for k = 1, 4 do out[#out + 1] = s[k] end
 end
 return out
 """
@@ -154,7 +154,6 @@ class PendingEvent(NamedTuple):
     A tuple, not a dataclass: one is built per event of every batch.
     """
 
-    features: bytes | None = None
     prediction: bytes | None = None
     early_label: bytes | None = None
     tasked: bool = False
@@ -270,23 +269,21 @@ class SentExchange:
     def __init__(self, store: PendingStore, plans: list[_Plan], ticket: _Ticket) -> None:
         self.store, self.plans, self.ticket = store, plans, ticket
 
-    def result(
-        self,
-    ) -> tuple[dict[str, PendingEvent], dict[str, PendingEvent], dict[str, PendingEvent]]:
-        """What ``exchange`` returns: the states after features and predictions, before labels."""
-        added, predicted, parked = self.store._states(self.plans, self.store._received(self.ticket))
-        return added, predicted, parked
+    def result(self) -> tuple[dict[str, PendingEvent], dict[str, PendingEvent]]:
+        """What ``exchange`` returns: the states after the predictions, before the labels."""
+        predicted, parked = self.store._states(self.plans, self.store._received(self.ticket))
+        return predicted, parked
 
 
 def _event(values: Sequence[Any]) -> PendingEvent:
-    closed, features, prediction, tasked, label = values
+    closed, prediction, tasked, label = values
     return PendingEvent(
-        features, prediction, label, tasked is not None, closed == b"joined", closed == b"expired"
+        prediction, label, tasked is not None, closed == b"joined", closed == b"expired"
     )
 
 
 class PendingStore:
-    """Pending features and predictions, early labels, and the markers that make replays harmless.
+    """Pending predictions, early labels, and the markers that make replays harmless.
 
     The sorted sets decide expiry (the sweep); the Redis TTLs on the hashes are only a safety net
     for a deployment that stopped sweeping, so they are the markers' longer TTL: a shorter one
@@ -399,62 +396,51 @@ class PendingStore:
             pipe.hmget(self.prefixes[self.shard_of(event_id)] + "event:" + event_id, _FIELDS)
         return {i: _event(values) for i, values in zip(event_ids, pipe.execute(), strict=True)}
 
-    def add_features(self, features: Mapping[str, bytes]) -> dict[str, PendingEvent]:
-        """Store FeatureEvent JSON by id unless its event is closed; each event's state after."""
-        return self._execute([self._add("features", features)])[0]
-
     def add_predictions(self, predictions: Mapping[str, bytes]) -> dict[str, PendingEvent]:
         """Store Prediction JSON by id unless its event is closed; each event's state after."""
-        return self._execute([self._add("prediction", predictions)])[0]
+        return self._execute([self._add(predictions)])[0]
 
     def park_labels(self, labels: Mapping[str, bytes]) -> dict[str, PendingEvent]:
         """Park Label JSON by id where it must wait; returns what each event had before.
 
-        A label is parked only if its event is open, has no features yet and no parked label
-        (the first label wins); a label whose features are here is joined by the caller, and
+        A label is parked only if its event is open, has no prediction yet and no parked label
+        (the first label wins); a label whose prediction is here is joined by the caller, and
         parked nowhere, so that a crash before the join is acknowledged loses nothing.
         """
         return self._execute([self._park(labels)])[0]
 
     def exchange(
-        self,
-        features: Mapping[str, bytes],
-        predictions: Mapping[str, bytes],
-        labels: Mapping[str, bytes],
-    ) -> tuple[dict[str, PendingEvent], dict[str, PendingEvent], dict[str, PendingEvent]]:
-        """``add_features``, ``add_predictions`` and ``park_labels``, in one round trip.
+        self, predictions: Mapping[str, bytes], labels: Mapping[str, bytes]
+    ) -> tuple[dict[str, PendingEvent], dict[str, PendingEvent]]:
+        """``add_predictions`` and ``park_labels``, in one round trip.
 
-        The calls run in this order, each atomic, as the three would one after another: the
+        The calls run in this order, each atomic, as the two would one after the other: the
         handler waits for Redis once per batch instead of once per topic.
         """
-        return self.send_exchange(features, predictions, labels).result()
+        return self.send_exchange(predictions, labels).result()
 
     def send_exchange(
-        self,
-        features: Mapping[str, bytes],
-        predictions: Mapping[str, bytes],
-        labels: Mapping[str, bytes],
+        self, predictions: Mapping[str, bytes], labels: Mapping[str, bytes]
     ) -> SentExchange:
         """``exchange``, sent now on the store's own connection; its result is read later.
 
         Exchanges run in the order they were sent. The caller decodes its next batch meanwhile.
         """
-        plans = [self._add("features", features), self._add("prediction", predictions)]
-        plans.append(self._park(labels))
+        plans = [self._add(predictions), self._park(labels)]
         ticket = self._channel.send([call for plan in plans for call in plan.calls])
         return SentExchange(self, plans, ticket)
 
-    def _add(self, part: str, items: Mapping[str, bytes]) -> _Plan:
-        """Write one part of each open event and read all of it, in one step on the server.
+    def _add(self, predictions: Mapping[str, bytes]) -> _Plan:
+        """Write the prediction of each open event and read all of it, in one step on the server.
 
-        The write and the read are atomic, so of a label parked by one instance and features
+        The write and the read are atomic, so of a label parked by one instance and a prediction
         stored by another, the later sees the other: an example may come twice (consumers
-        de-duplicate) but is never lost. Rewriting the same part is harmless, and ``NX`` keeps
-        the first deadline on replays.
+        de-duplicate) but is never lost. Rewriting the same prediction is harmless, and ``NX``
+        keeps the first deadline on replays.
         """
         deadline = self.clock() + self.pending_ttl_s
-        head = [part, deadline, self.marker_ttl_ms]
-        return self._plan(_ADD, head, items, written=_FIELDS.index(part))
+        head = [deadline, self.marker_ttl_ms]
+        return self._plan(_ADD, head, predictions, written=_FIELDS.index("prediction"))
 
     def _park(self, labels: Mapping[str, bytes]) -> _Plan:
         deadline = self.clock() + self.pending_ttl_s

@@ -1,11 +1,13 @@
-"""labeling: joins late labels with features and predictions into ``training.examples``.
+"""labeling: joins late labels with the served predictions into ``training.examples``.
 
-Three topics, one consumer group: ``features`` and ``predictions`` wait in Redis (pending.py)
-until their label comes or ``pending_ttl_s`` runs out; a label that comes before its features
-waits too. Every label, joined or not, is counted (counts.py), and an unsure prediction becomes
-a ``LabelingTask`` for a person. Delivery is at-least-once: what a batch decided is marked in
-Redis only after its outputs are acknowledged, so a replayed batch may repeat an example (a
-consumer de-duplicates by ``event_id``) but never loses one.
+Two topics, one consumer group: each champion prediction, which carries the features it was made
+on, waits in Redis (pending.py) until its label comes or ``pending_ttl_s`` runs out; a label that
+comes before its prediction waits too. (Predictions carry their features so that labeling reads one
+message per event, not two as when it read ``features`` too.) Every label, joined or not, is
+counted (counts.py), and an unsure prediction becomes a ``LabelingTask`` for a person. Delivery is
+at-least-once: what a batch decided is marked in Redis only after its outputs are acknowledged, so
+a replayed batch may repeat an example (a consumer de-duplicates by ``event_id``) but never loses
+one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TypeVar
 
 from confluent_kafka import Message
 
-from schemas import FeatureEvent, Label, LabelingTask, Prediction
+from schemas import Label, LabelingTask, Prediction
 from services.core import metrics
 from services.core.kafka import batching_fetches
 from services.core.runtime import Runtime, bootstrap, run_stream_service
@@ -32,7 +34,7 @@ SERVICE = "labeling"
 #: wait for the next sweep.
 SWEEP_LIMIT = 10_000
 
-EventT = TypeVar("EventT", FeatureEvent, Prediction, Label)
+EventT = TypeVar("EventT", Prediction, Label)
 
 
 class _Settled:
@@ -72,7 +74,7 @@ class _Handling:
 
 
 class Labeling:
-    """The handlers of the three topics and the expiry sweep, over one store.
+    """The handlers of the two topics and the expiry sweep, over one store.
 
     An example or task is marked in Redis only after the broker acknowledged it (marked earlier,
     a crash would lose it). Until then its id is "in flight" (``joining``, ``tasking``), and
@@ -90,7 +92,6 @@ class Labeling:
             shards=settings.labeling.redis_shards,
         )
         self.task_uncertainty = settings.labeling.task_uncertainty
-        self.features_topic = runtime.topics("features")
         self.predictions_topic = runtime.topics("predictions")
         self.labels_topic = runtime.topics("labels")
         self.examples_topic = runtime.topics("training_examples")
@@ -103,34 +104,26 @@ class Labeling:
         self._on_their_way: list[_Settled] = []
 
     def handlers(self) -> dict[str, BatchHandler]:
-        """Topic → handler (the loop gets ``submit``, which does all three topics at once)."""
-        return {
-            self.features_topic: self.on_features,
-            self.predictions_topic: self.on_predictions,
-            self.labels_topic: self.on_labels,
-        }
-
-    def on_features(self, messages: Sequence[Message]) -> Effects:
-        """Store features; join any label parked for them, else ask for one if unsure."""
-        return self.on_batch({self.features_topic: messages})
+        """Topic → handler (the loop gets ``submit``, which does both topics at once)."""
+        return {self.predictions_topic: self.on_predictions, self.labels_topic: self.on_labels}
 
     def on_predictions(self, messages: Sequence[Message]) -> Effects:
-        """Store champion predictions; ask for a label if one is unsure and its features are here.
+        """Store champion predictions; join any label parked for them, else ask if unsure.
 
         Only the champion's prediction is the served one; a challenger's is monitoring's concern.
         """
         return self.on_batch({self.predictions_topic: messages})
 
     def on_labels(self, messages: Sequence[Message]) -> Effects:
-        """Join each label with its features if they are here, else park it until they come."""
+        """Join each label with its prediction if it is here, else park it until it comes."""
         return self.on_batch({self.labels_topic: messages})
 
     def on_batch(self, batches: Mapping[str, Sequence[Message]]) -> Effects:
-        """Handle a batch's features, predictions and labels in one round trip to Redis.
+        """Handle a batch's predictions and labels in one round trip to Redis.
 
-        What each topic's handler would do one after another (features, predictions, labels),
-        but the handler waits for Redis once per batch instead of once per topic: in the loop, on
-        a busy machine, each wait cost milliseconds. No one is asked about an event that a label
+        What each topic's handler would do one after the other (predictions, then labels), but
+        the handler waits for Redis once per batch instead of once per topic: in the loop, on a
+        busy machine, each wait cost milliseconds. No one is asked about an event that a label
         of the same batch joins.
         """
         return self.submit(batches).result()
@@ -142,7 +135,6 @@ class Labeling:
         """
         effects = Effects()
         outcomes: Counter[LabelOutcome] = Counter()
-        features = self._decode_unique(batches.get(self.features_topic, ()), FeatureEvent, effects)
         predictions = self._decode_unique(
             batches.get(self.predictions_topic, ()),
             Prediction,
@@ -153,7 +145,6 @@ class Labeling:
             batches.get(self.labels_topic, ()), Label, effects, repeats=outcomes
         )
         sent = self.store.send_exchange(
-            {i: raw for i, (_item, raw) in features.items()},
             {i: raw for i, (_item, raw) in predictions.items()},
             {i: raw for i, (_item, raw) in labels.items()},
         )
@@ -162,13 +153,13 @@ class Labeling:
 
         def finish() -> Effects:
             try:
-                added, predicted, parked = sent.result()
+                predicted, parked = sent.result()
             finally:
                 self._on_their_way.remove(settled)
             # events joined in flight, or marked since the exchange left: nothing more to do
             busy = self.joining | settled.joined
             outcomes["duplicate"] += sum(1 for i in labels if i in busy)
-            for states in (added, predicted, parked):
+            for states in (predicted, parked):
                 for event_id in busy.intersection(states):
                     del states[event_id]
             joined: set[str] = set()
@@ -176,33 +167,14 @@ class Labeling:
             # labels first: an event a label joins in this batch needs no one asked about it
             self._labels_parked(effects, labels, parked, outcomes, joined)
             asked = self.tasking | settled.tasked
-            fresh_features = self._fresh(features, added)
-            self._features_stored(effects, fresh_features, joined, tasked, asked)
-            fresh_predictions = self._fresh(predictions, predicted)
-            self._predictions_stored(effects, fresh_predictions, joined, tasked, asked)
+            fresh = self._fresh(predictions, predicted)
+            self._predictions_stored(effects, fresh, joined, tasked, asked)
             outcomes["joined"] += len(joined)
             self.counts.labels(outcomes)
             self._after_ack(effects, list(joined), tasked)
             return effects
 
         return _Handling(finish)
-
-    def _features_stored(
-        self,
-        effects: Effects,
-        fresh: dict[str, tuple[FeatureEvent, PendingEvent]],
-        joined: set[str],
-        tasked: list[str],
-        asked: set[str],
-    ) -> None:
-        """Join the labels parked for these features, else ask for labels where unsure."""
-        for event_id, (event, state) in fresh.items():
-            if state.early_label is not None:
-                self._join(effects, event_id, state, state.early_label, joined)
-            elif state.prediction is not None and event_id not in joined:
-                prediction = Prediction.model_validate_json(state.prediction)
-                if self._ask(effects, event, prediction, state, asked):
-                    tasked.append(event_id)
 
     def _predictions_stored(
         self,
@@ -212,14 +184,11 @@ class Labeling:
         tasked: list[str],
         asked: set[str],
     ) -> None:
-        """Ask for labels where a prediction is unsure and its features are here."""
+        """Join the labels parked for these predictions, else ask for labels where unsure."""
         for event_id, (prediction, state) in fresh.items():
-            if state.features is None or state.early_label is not None or event_id in joined:
-                continue  # asked or joined when the features come, or joined in this batch
-            if uncertainty_worth_asking(prediction, self.task_uncertainty) is None:
-                continue  # parse the stored features only for the few worth a task
-            event = FeatureEvent.model_validate_json(state.features)
-            if self._ask(effects, event, prediction, state, asked):
+            if state.early_label is not None:
+                self._join(effects, event_id, state, state.early_label, joined)
+            elif event_id not in joined and self._ask(effects, prediction, state, asked):
                 tasked.append(event_id)
 
     def _labels_parked(
@@ -230,7 +199,7 @@ class Labeling:
         outcomes: Counter[LabelOutcome],
         joined: set[str],
     ) -> None:
-        """Join the labels whose features are here; count what became of the others."""
+        """Join the labels whose prediction is here; count what became of the others."""
         for event_id, state in parked.items():
             if state.labeled or state.early_label is not None:
                 # a parked label stays until its join is acknowledged: it also stands for a label
@@ -238,10 +207,10 @@ class Labeling:
                 outcomes["duplicate"] += 1
             elif state.expired:
                 outcomes["expired"] += 1
-            elif state.features is not None:
+            elif state.prediction is not None:
                 self._join(effects, event_id, state, labels[event_id][1], joined)
             else:
-                outcomes["early"] += 1  # parked until its features come
+                outcomes["early"] += 1  # parked until its prediction comes
 
     def _join(
         self,
@@ -251,9 +220,9 @@ class Labeling:
         label: bytes,
         joined: set[str],
     ) -> None:
-        """Emit the training example of an event whose features are stored."""
-        assert state.features is not None
-        key, example = training_example_json(state.features, label, state.prediction)
+        """Emit the training example of an event whose prediction is stored."""
+        assert state.prediction is not None
+        key, example = training_example_json(state.prediction, label)
         effects.emit_json(self.examples_topic, key, example)
         joined.add(event_id)
 
@@ -319,32 +288,27 @@ class Labeling:
         return fresh
 
     def _ask(
-        self,
-        effects: Effects,
-        event: FeatureEvent,
-        prediction: Prediction,
-        state: PendingEvent,
-        asked: set[str],
+        self, effects: Effects, prediction: Prediction, state: PendingEvent, asked: set[str]
     ) -> bool:
         """Queue a labeling task if the prediction is unsure and none was made; True if queued.
 
         ``asked``: ids whose task is in flight or was marked after ``state`` was read.
         """
-        if state.tasked or event.event_id in asked:
+        if state.tasked or prediction.event_id in asked:
             return False
         unsure = uncertainty_worth_asking(prediction, self.task_uncertainty)
         if unsure is None:
             return False
         assert prediction.prediction is not None  # uncertainty_worth_asking checked it
         task = LabelingTask(
-            event_id=event.event_id,
-            entity_id=event.entity_id,
-            features=event.features,
+            event_id=prediction.event_id,
+            entity_id=prediction.entity_id,
+            features=prediction.features,
             prediction=prediction.prediction,
             uncertainty=unsure,
             model_version=prediction.model_version,
         )
-        effects.emit(self.tasks_topic, event.entity_id, task)
+        effects.emit(self.tasks_topic, prediction.entity_id, task)
         return True
 
     def _after_ack(self, effects: Effects, joined: list[str], tasked: list[str]) -> None:

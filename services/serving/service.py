@@ -47,6 +47,7 @@ class FeaturesHandler:
                     event.event_id,
                     event.entity_id,
                     event.ts,
+                    event.features,
                     version.model_name,
                     version.version,
                     label,

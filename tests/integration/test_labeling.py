@@ -32,7 +32,6 @@ from tests.integration.support import (
     StartService,
     feature_events,
     produce,
-    produce_features,
 )
 
 CONFIDENT = {"False": 0.9, "True": 0.1}
@@ -48,6 +47,7 @@ def _prediction(
         event_id=event.event_id,
         entity_id=event.entity_id,
         ts=event.ts,
+        features=event.features,
         model_name="default",
         model_version=version,
         prediction=max(probabilities, key=probabilities.__getitem__) == "True",
@@ -139,15 +139,13 @@ def _by_id(items: list[BaseModel]) -> dict[str, Any]:
     return {item.event_id: item for item in items}  # type: ignore[attr-defined]
 
 
-def test_a_label_after_features_and_prediction_gives_one_example_with_all_three(
+def test_a_label_after_its_prediction_gives_one_example_with_the_features_served(
     settings: Settings, start_service: StartService, reader: OpenReader
 ) -> None:
     labeling = _start(start_service, settings)
     events = feature_events(5)
     predictions = [_prediction(e, version=4) for e in events]
-    produce_features(settings, events)
     _send(settings, "predictions", predictions)
-    labeling.wait_consumed("features", 5)
     labeling.wait_consumed("predictions", 5)
     labels = [
         Label(event_id=e.event_id, label=i % 2 == 0, source="analyst") for i, e in enumerate(events)
@@ -177,7 +175,6 @@ def test_the_same_label_twice_gives_one_example_and_counts_the_second_as_duplica
 ) -> None:
     labeling = _start(start_service, settings)
     event = feature_events(1)[0]
-    produce_features(settings, [event])
     _send(settings, "predictions", [_prediction(event)])
     label = Label(event_id=event.event_id, label=True)
     _send(settings, "labels", [label, label])  # twice in one batch
@@ -197,7 +194,7 @@ def test_a_label_for_an_unknown_event_gives_no_example_and_is_counted_unknown(
     _send(settings, "labels", [Label(event_id="never-seen", label=True)])
 
     assert labeling.labels("unknown", 1) == 1
-    assert labeling.labels("early") == 1, "an unknown label waits for its features first"
+    assert labeling.labels("early") == 1, "an unknown label waits for its prediction first"
     assert labeling.sweep_totals(until={"unknown": 1}) == {
         "early": 1,
         "unknown": 1,
@@ -207,18 +204,16 @@ def test_a_label_for_an_unknown_event_gives_no_example_and_is_counted_unknown(
     assert labeling.labels("joined") == 0
 
 
-def test_a_label_that_comes_before_its_features_is_joined_when_they_come(
+def test_a_label_that_comes_before_its_prediction_is_joined_when_it_comes(
     settings: Settings, start_service: StartService, reader: OpenReader
 ) -> None:
     labeling = _start(start_service, settings)
     event = feature_events(1)[0]
     _send(settings, "labels", [Label(event_id=event.event_id, label=True, source="ops")])
     assert labeling.labels("early", 1) == 1
-    _send(settings, "predictions", [_prediction(event, version=2)])
-    labeling.wait_consumed("predictions", 1)
     examples = reader("training_examples", TrainingExample)
-    assert examples.settle(1.0) == [], "an example without features was produced"
-    produce_features(settings, [event])
+    assert examples.settle(1.0) == [], "an example without a prediction was produced"
+    _send(settings, "predictions", [_prediction(event, version=2)])
 
     out = examples.read_until(lambda items: len(items) >= 1)
     out = examples.settle()
@@ -234,42 +229,39 @@ def test_a_label_that_comes_before_its_features_is_joined_when_they_come(
     assert labeling.labels("joined", 1) == 1
 
 
-def test_a_prediction_that_comes_after_the_join_adds_nothing(
+def test_a_prediction_that_comes_again_after_the_join_adds_nothing_and_asks_no_one(
     settings: Settings, start_service: StartService, reader: OpenReader
 ) -> None:
     labeling = _start(start_service, settings)
     event = feature_events(1)[0]
-    produce_features(settings, [event])
-    labeling.wait_consumed("features", 1)
+    _send(settings, "predictions", [_prediction(event, CONFIDENT, version=3)])
+    labeling.wait_consumed("predictions", 1)
     _send(settings, "labels", [Label(event_id=event.event_id, label=True)])
     examples = reader("training_examples", TrainingExample)
     first = examples.read_until(lambda items: len(items) >= 1)
-    _send(settings, "predictions", [_prediction(event, UNSURE)])
-    labeling.wait_consumed("predictions", 1)
+    _send(settings, "predictions", [_prediction(event, UNSURE, version=4)])
+    labeling.wait_consumed("predictions", 2)
 
-    assert [(e.event_id, e.prediction, e.model_version) for e in first] == [
-        (event.event_id, None, None)
-    ]
+    assert [(e.event_id, e.model_version) for e in first] == [(event.event_id, 3)]
     assert len(examples.settle()) == 1
     assert reader("labeling_tasks", LabelingTask).settle(1.0) == [], "a labelled event was asked"
+    assert labeling.wait_for("eddy_labeling_tasks_total", 0, service="labeling") == 0
 
 
 def test_an_unlabeled_prediction_expires_counted_and_its_late_label_gives_no_example(
     settings: Settings, start_service: StartService, reader: OpenReader
 ) -> None:
     labeling = _start(start_service, settings, **SHORT_PENDING)
-    predicted, unpredicted = feature_events(2)
-    # each alone, so that nothing here depends on two inputs arriving within the pending time
-    produce_features(settings, [unpredicted])
-    _send(settings, "predictions", [_prediction(predicted)])
+    event = feature_events(1)[0]
+    _send(settings, "predictions", [_prediction(event)])
 
-    assert labeling.unlabeled(1) == 1, "only the event with a prediction counts as unlabeled"
-    _send(settings, "labels", [Label(event_id=predicted.event_id, label=True)])
+    assert labeling.unlabeled(1) == 1
+    _send(settings, "labels", [Label(event_id=event.event_id, label=True)])
 
     assert labeling.labels("expired", 1) == 1
     assert reader("training_examples", TrainingExample).settle() == []
-    totals = labeling.sweep_totals(until={"expired": 1, "expired_events": 2})
-    assert totals == {"unlabeled_expired": 1, "expired": 1, "expired_events": 2}
+    totals = labeling.sweep_totals(until={"expired": 1, "expired_events": 1})
+    assert totals == {"unlabeled_expired": 1, "expired": 1, "expired_events": 1}
     assert labeling.unlabeled() == 1
 
 
@@ -278,20 +270,16 @@ def test_an_unsure_prediction_gives_one_labeling_task_and_a_confident_one_none(
 ) -> None:
     labeling = _start(start_service, settings)
     unsure, confident, unsure_later = feature_events(3)
-    produce_features(settings, [unsure, confident])
-    labeling.wait_consumed("features", 2)
     predictions = [_prediction(unsure, UNSURE, 5), _prediction(confident, CONFIDENT, 5)]
     _send(settings, "predictions", predictions)
-    # the other order: the prediction is stored first, the features ask when they come
+    labeling.wait_consumed("predictions", 2)
     _send(settings, "predictions", [_prediction(unsure_later, UNSURE, 5)])
-    labeling.wait_consumed("predictions", 3)
-    produce_features(settings, [unsure_later])
     tasks = reader("labeling_tasks", LabelingTask)
     asked = tasks.read_until(lambda items: len(items) >= 2)
     assert sorted(t.event_id for t in asked) == sorted([unsure.event_id, unsure_later.event_id])
-    # the same inputs again change nothing
-    produce_features(settings, [unsure, confident, unsure_later])
-    _send(settings, "predictions", predictions)
+    # the same predictions again change nothing
+    _send(settings, "predictions", [*predictions, _prediction(unsure_later, UNSURE, 5)])
+    labeling.wait_consumed("predictions", 6)
 
     out = tasks.settle()
     assert sorted(t.event_id for t in out) == sorted([unsure.event_id, unsure_later.event_id])
@@ -305,14 +293,15 @@ def test_malformed_inputs_on_every_topic_reach_the_dlq_and_labeling_keeps_going(
     settings: Settings, start_service: StartService, reader: OpenReader
 ) -> None:
     _start(start_service, settings)
-    produce(settings, "labels", [(b"k", b'{"event_id": '), (b"k", b'{"label": true}')])
-    produce(settings, "predictions", [(b"k", b'{"event_id": "p", "extra": 1}')])
-    produce(settings, "features", [(b"k", b"[]")])
     event = feature_events(1)[0]
-    produce_features(settings, [event])
+    unfeatured = _prediction(event).model_dump(mode="json", exclude={"features"})
+    produce(settings, "labels", [(b"k", b'{"event_id": '), (b"k", b'{"label": true}')])
+    produce(settings, "predictions", [(b"k", b'{"event_id": "p", "extra": 1}'), (b"k", b"[]")])
+    produce(settings, "predictions", [(b"k", json.dumps(unfeatured).encode())])
+    _send(settings, "predictions", [_prediction(event)])
     _send(settings, "labels", [Label(event_id=event.event_id, label=True)])
 
-    dlq = reader("dlq", DeadLetter).read_until(lambda items: len(items) >= 4)
+    dlq = reader("dlq", DeadLetter).read_until(lambda items: len(items) >= 5)
     examples = reader("training_examples", TrainingExample).read_until(lambda i: len(i) >= 1)
 
     topics = Topics(settings.topic_prefix)
@@ -321,7 +310,8 @@ def test_malformed_inputs_on_every_topic_reach_the_dlq_and_labeling_keeps_going(
             (topics("labels"), "invalid_json"),
             (topics("labels"), "missing_field"),
             (topics("predictions"), "missing_field"),
-            (topics("features"), "wrong_type"),
+            (topics("predictions"), "wrong_type"),
+            (topics("predictions"), "missing_field"),
         ]
     )
     assert all(d.service == "labeling" and d.detail for d in dlq)
@@ -338,7 +328,6 @@ def test_labeling_killed_mid_stream_and_restarted_gives_every_label_its_example(
     def send_all() -> None:
         for start in range(0, total, chunk):
             part = events[start : start + chunk]
-            produce_features(settings, part)
             _send(settings, "predictions", [_prediction(e) for e in part])
             _send(
                 settings,
@@ -421,26 +410,28 @@ def test_a_batch_replayed_after_a_crash_gives_its_example_again_and_never_loses_
     settings: Settings,
 ) -> None:
     event = feature_events(1)[0]
-    label = Label(event_id=event.event_id, label=True)
+    prediction, label = _prediction(event), Label(event_id=event.event_id, label=True)
     before = _handlers(settings)
-    crashed = _batch((before.on_features, [event]), (before.on_labels, [label]), acked=False)
+    crashed = _batch(
+        (before.on_predictions, [prediction]), (before.on_labels, [label]), acked=False
+    )
     after = _handlers(settings)
-    replayed = _batch((after.on_features, [event]), (after.on_labels, [label]))
-    again = _batch((after.on_features, [event]), (after.on_labels, [label]))
+    replayed = _batch((after.on_predictions, [prediction]), (after.on_labels, [label]))
+    again = _batch((after.on_predictions, [prediction]), (after.on_labels, [label]))
 
     assert _produced(crashed, settings, "training_examples") == [event.event_id]
     assert _produced(replayed, settings, "training_examples") == [event.event_id]
     assert again.outputs == [], "a batch replayed after its commit produced again"
 
 
-def test_a_parked_label_joined_by_its_features_is_not_joined_again_by_a_repeat_in_that_batch(
+def test_a_parked_label_joined_by_its_prediction_is_not_joined_again_by_a_repeat_in_that_batch(
     settings: Settings,
 ) -> None:
     event = feature_events(1)[0]
     label = Label(event_id=event.event_id, label=True)
     labeling = _handlers(settings)
     parked = _batch((labeling.on_labels, [label]))
-    joined = _batch((labeling.on_features, [event]), (labeling.on_labels, [label]))
+    joined = _batch((labeling.on_predictions, [_prediction(event)]), (labeling.on_labels, [label]))
 
     assert parked.outputs == []
     assert _produced(joined, settings, "training_examples") == [event.event_id]
@@ -452,7 +443,6 @@ def test_a_prediction_in_the_batch_whose_label_joined_its_event_asks_no_one(
 ) -> None:
     event = feature_events(1)[0]
     labeling = _handlers(settings)
-    _batch((labeling.on_features, [event]))
     label = Label(event_id=event.event_id, label=True)
     joined = _batch(
         (labeling.on_labels, [label]), (labeling.on_predictions, [_prediction(event, UNSURE)])
@@ -465,7 +455,7 @@ def test_a_prediction_in_the_batch_whose_label_joined_its_event_asks_no_one(
     )[event.event_id] == PendingEvent(labeled=True), "the joined event left state behind"
 
 
-def test_one_batch_of_all_three_topics_joins_each_event_once_and_asks_only_about_the_unlabeled(
+def test_one_batch_of_both_topics_joins_each_event_once_and_asks_only_about_the_unlabeled(
     settings: Settings,
 ) -> None:
     labeled, unlabeled, early = feature_events(3)
@@ -476,9 +466,8 @@ def test_one_batch_of_all_three_topics_joins_each_event_once_and_asks_only_about
         {
             topics("labels"): _messages([Label(event_id=labeled.event_id, label=True)]),
             topics("predictions"): _messages(
-                [_prediction(labeled, UNSURE), _prediction(unlabeled, UNSURE)]
+                [_prediction(e, UNSURE) for e in (labeled, unlabeled, early)]
             ),
-            topics("features"): _messages([labeled, unlabeled, early]),
         }
     )
     for effect in [*effects.after_ack, *effects.before_commit]:
@@ -497,12 +486,12 @@ def test_one_batch_of_all_three_topics_joins_each_event_once_and_asks_only_about
     assert labeling.counts.totals == {"early": 1, "joined": 2, "tasks": 1}
 
 
-def test_features_and_an_unsure_prediction_sent_again_change_nothing(settings: Settings) -> None:
+def test_an_unsure_prediction_sent_again_asks_once(settings: Settings) -> None:
     event = feature_events(1)[0]
     prediction = _prediction(event, UNSURE)
     labeling = _handlers(settings)
-    first = _batch((labeling.on_features, [event, event]), (labeling.on_predictions, [prediction]))
-    second = _batch((labeling.on_predictions, [prediction]), (labeling.on_features, [event]))
+    first = _batch((labeling.on_predictions, [prediction, prediction]))
+    second = _batch((labeling.on_predictions, [prediction]))
 
     assert _produced(first, settings, "labeling_tasks") == [event.event_id]
     assert second.outputs == []
@@ -513,8 +502,11 @@ def test_a_challengers_prediction_is_not_the_one_an_example_carries(settings: Se
     event = feature_events(1)[0]
     challenger = _prediction(event, UNSURE, version=9).model_copy(update={"variant": "challenger"})
     labeling = _handlers(settings)
-    _batch((labeling.on_predictions, [challenger]), (labeling.on_features, [event]))
-    joined = _batch((labeling.on_labels, [Label(event_id=event.event_id, label=True)]))
+    _batch((labeling.on_predictions, [challenger]))
+    parked = _batch((labeling.on_labels, [Label(event_id=event.event_id, label=True)]))
+    joined = _batch((labeling.on_predictions, [_prediction(event, CONFIDENT, version=3)]))
 
+    assert parked.outputs == [], "a label was joined to a challenger's prediction"
     (example,) = [json.loads(o.value) for o in joined.outputs]
-    assert (example["prediction"], example["model_version"]) == (None, None)
+    assert (example["prediction"], example["model_version"]) == (False, 3)
+    assert labeling.counts.totals == {"early": 1, "joined": 1}

@@ -12,7 +12,8 @@ import redis
 from confluent_kafka import Message
 from redis.crc import key_slot
 
-from schemas import Label
+from schemas import FeatureEvent, Label
+from schemas.predictions import prediction_json
 from services.core.runtime import Runtime
 from services.core.settings import Settings
 from services.core.state import connect_redis
@@ -24,6 +25,13 @@ from tests.integration.support import feature_events
 
 #: Shards of the stores under test: every script call then covers several.
 SHARDS = 8
+
+
+def _served(event: FeatureEvent) -> bytes:
+    """The champion's prediction of an event, as serving writes it."""
+    return prediction_json(
+        event.event_id, event.entity_id, event.ts, event.features, "default", 1, True, None
+    )
 
 
 def _store(
@@ -46,7 +54,7 @@ def test_every_key_one_script_call_touches_is_in_the_slot_of_its_shards_due_set(
 ) -> None:
     store = _store(settings)
     ids = [f"ev-{i}" for i in range(200)]
-    store.add_features(dict.fromkeys(ids, b"{}"))
+    store.add_predictions(dict.fromkeys(ids, b"{}"))
     store.park_labels(dict.fromkeys(ids[:50], b"{}"))
     keys = [k.decode() for k in store.client.scan_iter(f"eddy:{{{settings.topic_prefix}*")]
 
@@ -67,7 +75,7 @@ def test_a_batch_over_every_shard_comes_back_whole_and_in_each_events_own_state(
     ids = [f"ev-{i}" for i in range(100)]
     store.add_predictions({i: f"p{i}".encode() for i in ids[:60]})
     parked = store.park_labels({i: f"l{i}".encode() for i in ids[40:]})
-    added = store.add_features({i: f"f{i}".encode() for i in ids})
+    added = store.add_predictions({i: f"q{i}".encode() for i in ids})
 
     assert parked == {
         i: PendingEvent(prediction=f"p{i}".encode() if int(i[3:]) < 60 else None) for i in ids[40:]
@@ -75,31 +83,37 @@ def test_a_batch_over_every_shard_comes_back_whole_and_in_each_events_own_state(
     for i in ids:
         n = int(i[3:])
         assert added[i] == PendingEvent(
-            features=f"f{i}".encode(),
-            prediction=f"p{i}".encode() if n < 60 else None,
-            early_label=f"l{i}".encode() if n >= 40 else None,
-        )
+            prediction=f"q{i}".encode(), early_label=f"l{i}".encode() if n >= 60 else None
+        ), "a prediction stored again replaces the one before"
 
 
-def test_a_label_for_an_event_whose_features_are_here_is_not_parked(settings: Settings) -> None:
+def test_a_label_for_an_event_whose_prediction_is_here_is_not_parked(settings: Settings) -> None:
     store = _store(settings)
-    store.add_features({"ev-1": b"f"})
+    store.add_predictions({"ev-1": b"p"})
     first = store.park_labels({"ev-1": b"yes"})
     second = store.park_labels({"ev-1": b"no"})
 
-    assert first == second == {"ev-1": PendingEvent(features=b"f")}
+    assert first == second == {"ev-1": PendingEvent(prediction=b"p")}
     assert store.lookup(["ev-1"])["ev-1"].early_label is None
 
 
-def test_a_closed_event_takes_no_more_features_predictions_or_labels(settings: Settings) -> None:
+def test_only_the_first_label_of_an_event_without_a_prediction_is_parked(
+    settings: Settings,
+) -> None:
     store = _store(settings)
-    store.add_features({"ev-1": b"f"})
+    first = store.park_labels({"ev-1": b"yes"})
+    second = store.park_labels({"ev-1": b"no"})
+
+    assert first == {"ev-1": PendingEvent()}
+    assert second == {"ev-1": PendingEvent(early_label=b"yes")}
+    assert store.lookup(["ev-1"])["ev-1"] == PendingEvent(early_label=b"yes")
+
+
+def test_a_closed_event_takes_no_more_predictions_or_labels(settings: Settings) -> None:
+    store = _store(settings)
+    store.add_predictions({"ev-1": b"p"})
     store.settle(joined=["ev-1"], tasked=[])
-    after = (
-        store.add_features({"ev-1": b"f"}),
-        store.add_predictions({"ev-1": b"p"}),
-        store.park_labels({"ev-1": b"l"}),
-    )
+    after = (store.add_predictions({"ev-1": b"p"}), store.park_labels({"ev-1": b"l"}))
 
     assert all(states == {"ev-1": PendingEvent(labeled=True)} for states in after)
     assert store.lookup(["ev-1"]) == {"ev-1": PendingEvent(labeled=True)}
@@ -108,39 +122,31 @@ def test_a_closed_event_takes_no_more_features_predictions_or_labels(settings: S
 
 def test_the_store_works_on_after_the_server_forgot_its_scripts(settings: Settings) -> None:
     store = _store(settings)
-    store.add_features({"ev-1": b"f"})
+    store.park_labels({"ev-1": b"l"})
     store.client.script_flush()
     added = store.add_predictions({"ev-1": b"p"})
 
-    assert added == {"ev-1": PendingEvent(features=b"f", prediction=b"p")}
+    assert added == {"ev-1": PendingEvent(prediction=b"p", early_label=b"l")}
 
 
-def test_one_exchange_stores_features_then_predictions_then_parks_labels(
-    settings: Settings,
-) -> None:
+def test_one_exchange_stores_predictions_then_parks_labels(settings: Settings) -> None:
     store = _store(settings)
     store.park_labels({"ev-early": b"l0"})
-    added, predicted, parked = store.exchange(
-        {"ev-early": b"f0", "ev-1": b"f1"},
-        {"ev-1": b"p1", "ev-2": b"p2"},
-        {"ev-1": b"l1", "ev-2": b"l2"},
+    predicted, parked = store.exchange(
+        {"ev-early": b"p0", "ev-1": b"p1"}, {"ev-1": b"l1", "ev-2": b"l2"}
     )
 
-    assert added == {
-        "ev-early": PendingEvent(features=b"f0", early_label=b"l0"),
-        "ev-1": PendingEvent(features=b"f1"),
-    }
     assert predicted == {
-        "ev-1": PendingEvent(features=b"f1", prediction=b"p1"),
-        "ev-2": PendingEvent(prediction=b"p2"),
+        "ev-early": PendingEvent(prediction=b"p0", early_label=b"l0"),
+        "ev-1": PendingEvent(prediction=b"p1"),
     }
     assert parked == {
-        "ev-1": PendingEvent(features=b"f1", prediction=b"p1"),
-        "ev-2": PendingEvent(prediction=b"p2"),
-    }, "labels see what the features and predictions of the same exchange stored"
+        "ev-1": PendingEvent(prediction=b"p1"),
+        "ev-2": PendingEvent(),
+    }, "labels see what the predictions of the same exchange stored"
     assert store.lookup(["ev-1", "ev-2"]) == {
-        "ev-1": PendingEvent(features=b"f1", prediction=b"p1"),
-        "ev-2": PendingEvent(prediction=b"p2", early_label=b"l2"),
+        "ev-1": PendingEvent(prediction=b"p1"),
+        "ev-2": PendingEvent(early_label=b"l2"),
     }
 
 
@@ -149,47 +155,45 @@ def test_an_exchange_after_the_server_forgot_its_scripts_still_runs_every_part(
 ) -> None:
     store = _store(settings)
     store.client.script_flush()
-    added, predicted, parked = store.exchange({"ev-1": b"f"}, {"ev-1": b"p"}, {"ev-2": b"l"})
+    predicted, parked = store.exchange({"ev-1": b"p"}, {"ev-2": b"l"})
 
-    assert added == {"ev-1": PendingEvent(features=b"f")}
-    assert predicted == {"ev-1": PendingEvent(features=b"f", prediction=b"p")}
+    assert predicted == {"ev-1": PendingEvent(prediction=b"p")}
     assert parked == {"ev-2": PendingEvent()}
-    assert store.exchange({}, {}, {}) == ({}, {}, {})
+    assert store.exchange({}, {}) == ({}, {})
 
 
 def test_exchanges_and_settles_sent_ahead_run_in_order_whichever_result_is_read_first(
     settings: Settings,
 ) -> None:
     store = _store(settings)
-    first = store.send_exchange({"ev-1": b"f"}, {}, {})
-    second = store.send_exchange({}, {"ev-1": b"p"}, {"ev-2": b"l"})
+    first = store.send_exchange({}, {"ev-1": b"l"})
+    second = store.send_exchange({"ev-1": b"p"}, {"ev-2": b"l"})
     settled = store.send_settle(joined=["ev-1"], tasked=[])
-    third = store.send_exchange({}, {}, {"ev-1": b"l"})
+    third = store.send_exchange({}, {"ev-1": b"l"})
 
-    assert third.result() == ({}, {}, {"ev-1": PendingEvent(labeled=True)}), "after the settle"
+    assert third.result() == ({}, {"ev-1": PendingEvent(labeled=True)}), "after the settle"
     settled()
     assert second.result() == (
-        {},
-        {"ev-1": PendingEvent(features=b"f", prediction=b"p")},
+        {"ev-1": PendingEvent(prediction=b"p", early_label=b"l")},
         {"ev-2": PendingEvent()},
     )
-    assert first.result() == ({"ev-1": PendingEvent(features=b"f")}, {}, {})
+    assert first.result() == ({}, {"ev-1": PendingEvent()})
 
 
 def test_an_exchange_whose_connection_broke_fails_loudly_and_the_next_one_reconnects(
     settings: Settings,
 ) -> None:
     store = _store(settings)
-    store.exchange({"ev-1": b"f"}, {}, {})  # opens the store's own connection
+    store.exchange({}, {"ev-1": b"l"})  # opens the store's own connection
     own = [c for c in store.client.client_list() if c["name"] == CHANNEL_NAME]
     assert len(own) == 1, "the store's connection is named in CLIENT LIST"
     store.client.client_kill_filter(_id=own[0]["id"])  # as a restarting server would
 
     with pytest.raises(redis.ConnectionError):
-        store.send_exchange({}, {"ev-1": b"p"}, {}).result()
-    _added, predicted, _parked = store.exchange({}, {"ev-1": b"p"}, {})
+        store.send_exchange({"ev-1": b"p"}, {}).result()
+    predicted, _parked = store.exchange({"ev-1": b"p"}, {})
 
-    assert predicted == {"ev-1": PendingEvent(features=b"f", prediction=b"p")}
+    assert predicted == {"ev-1": PendingEvent(prediction=b"p", early_label=b"l")}
 
 
 def test_a_label_replayed_in_an_exchange_sent_before_its_join_was_marked_gives_no_example(
@@ -214,7 +218,7 @@ def test_a_label_replayed_in_an_exchange_sent_before_its_join_was_marked_gives_n
     def messages(value: bytes) -> list[Message]:
         return [Message(topic="t", partition=0, offset=0, key=b"k", value=value)]
 
-    labeling.on_features(messages(event.model_dump_json().encode()))
+    labeling.on_predictions(messages(_served(event)))
     first = labeling.submit({labels: messages(label)}).result()
     replayed = labeling.submit({labels: messages(label)})  # sent; its result is read later
     for effect in [*first.after_ack, *first.before_commit]:  # acknowledged: the join is marked
@@ -245,7 +249,7 @@ def test_a_label_repeated_while_its_join_is_in_flight_gives_one_example(
     def batch(handler: BatchHandler, value: bytes) -> Effects:
         return handler([Message(topic="t", partition=0, offset=0, key=b"k", value=value)])
 
-    batch(labeling.on_features, event.model_dump_json().encode())
+    batch(labeling.on_predictions, _served(event))
     first = batch(labeling.on_labels, label)  # produced, not yet acknowledged
     second = batch(labeling.on_labels, label)
     for effect in [*first.after_ack, *second.after_ack, *first.before_commit]:
@@ -262,8 +266,7 @@ def test_every_event_key_keeps_a_ttl_whatever_happened_to_it(settings: Settings)
     # time, 600 s here) must not run out while a loaded machine runs the test
     now = [time.time()]
     store = _store(settings, pending_ttl_s=60.0, clock=lambda: now[0])
-    store.add_features({f"ev-{i}": b"f" for i in range(4)})
-    store.add_predictions({"ev-1": b"p", "ev-9": b"p"})
+    store.add_predictions({f"ev-{i}": b"p" for i in (0, 1, 3, 9)})
     store.park_labels({"ev-2": b"l", "ev-8": b"l"})
     store.settle(joined=["ev-0", "ev-1", "ev-7"], tasked=["ev-3", "ev-6"])  # ev-7 never stored
     now[0] += 61.0

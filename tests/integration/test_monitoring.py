@@ -232,6 +232,7 @@ def predictions(
                 event_id=f"pr-{len(out)}",
                 entity_id=KEY.decode(),
                 ts=ts,
+                features={"x": 1.0},
                 model_name="default",
                 model_version=version,
                 prediction=rng.random() < share,

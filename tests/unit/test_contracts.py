@@ -60,6 +60,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "event_id": "evt-1",
         "entity_id": "page-42",
         "ts": TS,
+        "features": FEATURES,
         "model_name": "phishing",
         "model_version": 4,
         "variant": "challenger",

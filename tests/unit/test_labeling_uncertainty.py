@@ -15,6 +15,7 @@ def _prediction(probabilities: dict[str, float] | None, label: bool | None = Fal
         event_id="ev-1",
         entity_id="page-1",
         ts=datetime.now(UTC),
+        features={"x": 1.0},
         model_name="default",
         model_version=2,
         prediction=label,

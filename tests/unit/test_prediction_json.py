@@ -24,6 +24,8 @@ from services.serving.service import FeaturesHandler
 from tests.unit.test_dead_letters import FakeMessage
 
 TS = datetime(2026, 11, 30, 16, 45, 1, 123456, tzinfo=UTC)
+#: Features of every JSON type a value can have, each to be written back as it came.
+FEATURES = {"x": 0.1 + 0.2, "n": 3, "flag": True, "tld": 'c"m', "tiny": 1e-300}
 
 
 def _before_served_at(raw: bytes) -> bytes:
@@ -52,6 +54,7 @@ def test_it_encodes_exactly_what_the_model_would(
         "event_id": "evt-1",
         "entity_id": "user/42",
         "ts": TS,
+        "features": FEATURES,
         "model_name": "default",
         "model_version": 7,
         "prediction": prediction,
@@ -71,10 +74,16 @@ def test_it_encodes_exactly_what_the_model_would(
 def test_an_event_time_in_another_zone_is_written_as_pydantic_writes_it() -> None:
     ts = datetime(2026, 11, 30, 18, 0, tzinfo=timezone(timedelta(hours=2)))
 
-    fast = prediction_json("e", "k", ts, "m", 1, True, None)
+    fast = prediction_json("e", "k", ts, FEATURES, "m", 1, True, None)
 
     slow = Prediction(
-        event_id="e", entity_id="k", ts=ts, model_name="m", model_version=1, prediction=True
+        event_id="e",
+        entity_id="k",
+        ts=ts,
+        features=FEATURES,
+        model_name="m",
+        model_version=1,
+        prediction=True,
     )
     assert _before_served_at(fast) == _before_served_at(slow.model_dump_json().encode())
 
@@ -84,7 +93,9 @@ def test_an_event_time_in_another_zone_is_written_as_pydantic_writes_it() -> Non
     [(np.bool_(True), True), (np.int64(3), 3), (np.float32(0.5), 0.5), (np.str_("a"), "a")],
 )
 def test_a_numpy_scalar_is_written_as_its_python_value(scalar: Any, expected: Any) -> None:
-    decoded = Prediction.model_validate_json(prediction_json("e", "k", TS, "m", 1, scalar, None))
+    decoded = Prediction.model_validate_json(
+        prediction_json("e", "k", TS, FEATURES, "m", 1, scalar, None)
+    )
 
     assert decoded.prediction == expected and type(decoded.prediction) is type(expected)
 
@@ -106,7 +117,7 @@ def test_an_answer_that_is_not_a_class_or_a_finite_number_is_refused(
     prediction: Any, probabilities: Any, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        prediction_json("e", "k", TS, "m", 1, prediction, probabilities)
+        prediction_json("e", "k", TS, FEATURES, "m", 1, prediction, probabilities)
 
 
 # the features handler, fed a model that answers badly
@@ -164,4 +175,5 @@ def test_an_answer_that_cannot_be_served_goes_to_the_dlq_and_the_next_event_is_s
     assert prediction_out.key == b"user-1"
     prediction = Prediction.model_validate_json(prediction_out.value)
     assert (prediction.event_id, prediction.prediction) == ("good", True)
+    assert prediction.features == {"x": 1.0}, "a prediction carries the features it was made on"
     assert prediction.model_version == 3
