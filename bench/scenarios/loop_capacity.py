@@ -100,7 +100,7 @@ INPUTS: dict[str, tuple[TopicRole, ...]] = {
     "serving": ("features",),
     "labeling": ("predictions", "labels"),
     "training": ("training_examples",),
-    "monitoring": ("features", "training_examples"),
+    "monitoring": ("predictions", "training_examples"),
 }
 WATCHED: tuple[TopicRole, ...] = (
     "raw",

@@ -2,9 +2,10 @@
 
 - Concept drift: the error (prediction != label) of every training example that carries a
   prediction feeds one ADWIN ``DriftWatch`` that fires only when the error rate goes up.
-- Data drift: every numeric feature (int, float, or bool as 0/1; strings are categories and are
-  not watched) gets its own watch, created on first sight: by default a KS test of its recent
-  values against a reference window (reference.py); magnitude is the KS statistic.
+- Data drift: every numeric feature served (int, float, or bool as 0/1; strings are categories
+  and are not watched), as the champion's predictions carry it, gets its own watch, created on
+  first sight: by default a KS test of its recent values against a reference window
+  (reference.py); magnitude is the KS statistic.
 - Prediction drift: the shares of predicted classes (per model version) against a reference
   window, by PSI; for numeric predictions, a KS test.
 - Label coverage: the share of matured predictions that got a label (coverage.py).
@@ -34,9 +35,9 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from schemas import Alert, DriftEvent, FeatureEvent, Prediction, TrainingExample
+from schemas import Alert, DriftEvent, Prediction, TrainingExample
 from schemas.alerts import AlertState
-from schemas.base import Target
+from schemas.base import Features, Target
 from schemas.drift import DriftKind
 from services.core import metrics
 from services.core.checkpoint import Checkpointing, CheckpointStore
@@ -242,26 +243,41 @@ class ExamplesHandler:
 
 
 class PredictionsHandler:
-    """Prediction drift (per model version) and the predictions side of label coverage."""
+    """Prediction drift (per model version), data drift, and the predictions side of coverage.
+
+    Data drift is watched on the features served: each champion prediction carries the features
+    it was made on, so monitoring reads one message per event for both drifts, not two.
+    """
 
     def __init__(
-        self, settings: Settings, topics: Topics, publisher: DriftPublisher, quality: Quality
+        self,
+        settings: Settings,
+        topics: Topics,
+        publisher: DriftPublisher,
+        quality: Quality,
+        data: DataWatches | None = None,
     ) -> None:
         self.config = settings.monitoring
         self.publisher = publisher
         self.quality = quality
+        self.data = data or DataWatches(settings, publisher)
         self.dlq_topic = topics("dlq")
         self.version: int | None = None
         self.watch: CategoryWatch | DistributionWatch | None = None
 
     def __call__(self, messages: Sequence[Message]) -> Effects:
-        """Learn each champion prediction; a ``prediction`` event when their mix shifted."""
+        """Learn each champion prediction and its features.
+
+        A ``prediction`` event when their mix shifted, a ``data`` event per feature that drifted.
+        """
         effects = Effects()
+        data = self.data
         for message in messages:
             prediction = decode(message, Prediction, SERVICE, self.dlq_topic, effects)
             if prediction is None or prediction.variant != "champion":
                 continue
             self.quality.coverage.predicted_at(prediction.ts.timestamp())
+            data.learn(effects, prediction.features, message)
             if prediction.prediction is None:
                 continue
             if prediction.model_version != self.version or self.watch is None:
@@ -301,35 +317,28 @@ class PredictionsHandler:
         )
 
 
-class FeaturesHandler:
-    """Data drift: one watch per numeric feature on ``features``, created on first sight."""
+class DataWatches:
+    """Data drift: one watch per numeric feature served, created on first sight."""
 
-    def __init__(self, settings: Settings, topics: Topics, publisher: DriftPublisher) -> None:
+    def __init__(self, settings: Settings, publisher: DriftPublisher) -> None:
         self.config = settings.monitoring
         self.publisher = publisher
-        self.dlq_topic = topics("dlq")
         self.watches: dict[str, DriftWatch | DistributionWatch] = {}
 
-    def __call__(self, messages: Sequence[Message]) -> Effects:
+    def learn(self, effects: Effects, features: Features, message: Message) -> None:
         """Learn every numeric feature value; a ``data`` event per feature that drifted."""
-        effects = Effects()
         watches = self.watches
-        for message in messages:
-            event = decode(message, FeatureEvent, SERVICE, self.dlq_topic, effects)
-            if event is None:
+        for name, value in features.items():
+            if isinstance(value, str):
                 continue
-            for name, value in event.features.items():
-                if isinstance(value, str):
-                    continue
-                watch = watches.get(name)
-                if watch is None:
-                    watch = watches[name] = self._watch(name)
-                    metrics.DRIFT_EVENTS.labels(SERVICE, "data", name)  # its series exists now
-                finding = watch.update(float(value))
-                if finding is not None:
-                    # Data drift is about inputs, not a model version: features carry none.
-                    self.publisher.publish(effects, "data", finding, message, None)
-        return effects
+            watch = watches.get(name)
+            if watch is None:
+                watch = watches[name] = self._watch(name)
+                metrics.DRIFT_EVENTS.labels(SERVICE, "data", name)  # its series exists now
+            finding = watch.update(float(value))
+            if finding is not None:
+                # Data drift is about inputs, not a model version: it names none.
+                self.publisher.publish(effects, "data", finding, message, None)
 
     def _watch(self, feature: str) -> DriftWatch | DistributionWatch:
         c = self.config
@@ -359,12 +368,11 @@ class Monitor:
         publisher = DriftPublisher(settings, topics)
         self.quality = Quality(settings, topics, publisher)
         self.examples = ExamplesHandler(settings, topics, publisher, self.quality)
-        self.predictions = PredictionsHandler(settings, topics, publisher, self.quality)
-        self.features = FeaturesHandler(settings, topics, publisher)
+        self.data = DataWatches(settings, publisher)
+        self.predictions = PredictionsHandler(settings, topics, publisher, self.quality, self.data)
         self.handlers: dict[str, BatchHandler] = {
             topics("training_examples"): self.examples,
             topics("predictions"): self.predictions,
-            topics("features"): self.features,
         }
 
     def state(self) -> dict[str, Any]:
@@ -378,7 +386,7 @@ class Monitor:
             "model_version": quality.model_version,
             "prediction_version": self.predictions.version,
             "prediction_watch": self.predictions.watch,
-            "feature_watches": self.features.watches,
+            "feature_watches": self.data.watches,
         }
 
     def restore(self, state: object) -> None:
@@ -397,16 +405,16 @@ class Monitor:
         quality.model_version = state["model_version"]
         self.predictions.version = state["prediction_version"]
         self.predictions.watch = state["prediction_watch"]
-        self.features.watches = state["feature_watches"]
+        self.data.watches = state["feature_watches"]
         for rule in self.quality.kpis.rules:
             gauge = metrics.KPI_BREACH.labels(SERVICE, quality.model_name, rule.kpi)
             gauge.set(1 if rule in quality.kpis.breached else 0)
-        for name in self.features.watches:
+        for name in self.data.watches:
             metrics.DRIFT_EVENTS.labels(SERVICE, "data", name)
 
 
 def handlers(settings: Settings, topics: Topics) -> dict[str, BatchHandler]:
-    """Topic → handler for the monitoring service (one consumer group over three topics)."""
+    """Topic → handler for the monitoring service (one consumer group over two topics)."""
     return Monitor(settings, topics).handlers
 
 

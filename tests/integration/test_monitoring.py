@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas import Alert, DeadLetter, DriftEvent, FeatureEvent, Prediction, TrainingExample
+from schemas import Alert, DeadLetter, DriftEvent, Prediction, TrainingExample
 from services.core.embedded import free_port
 from services.core.settings import Settings
 from services.core.state import connect_redis
@@ -49,13 +49,16 @@ def examples(segments: list[tuple[int, float, int]], seed: int = 1) -> list[tupl
     return out
 
 
-def features(count: int, shift_at: int, seed: int = 2) -> list[tuple[bytes, bytes]]:
-    """Feature events whose ``amount`` mean moves up by 3 std at ``shift_at``; the rest hold."""
+def served(count: int, shift_at: int, seed: int = 2) -> list[tuple[bytes, bytes]]:
+    """Predictions on features whose ``amount`` mean moves up by 3 std at ``shift_at``.
+
+    The other features and the predicted classes' mix hold.
+    """
     rng = random.Random(seed)
     now = datetime.now(UTC)
     out = []
     for i in range(count):
-        event = FeatureEvent(
+        prediction = Prediction(
             event_id=f"fe-{i}",
             entity_id=KEY.decode(),
             ts=now,
@@ -64,9 +67,11 @@ def features(count: int, shift_at: int, seed: int = 2) -> list[tuple[bytes, byte
                 "clicks": rng.randint(0, 9),
                 "country": rng.choice(["fr", "de"]),
             },
-            feature_schema="test",
+            model_name="default",
+            model_version=1,
+            prediction=i % 2 == 0,
         )
-        out.append((KEY, event.model_dump_json().encode()))
+        out.append((KEY, prediction.model_dump_json().encode()))
     return out
 
 
@@ -154,12 +159,12 @@ def test_a_mean_shift_in_one_feature_gives_one_data_drift_event_naming_that_feat
     settings: Settings, start_service: StartService, reader: OpenReader
 ) -> None:
     port = start_monitoring(start_service)
-    stream = features(4000, shift_at=3000)
-    produce(settings, "features", stream)
+    stream = served(4000, shift_at=3000)
+    produce(settings, "predictions", stream)
 
     drift = reader("drift", DriftEvent)
     drift.read_until(lambda items: len(items) >= 1)
-    wait_until_consumed(settings, port, "features", len(stream))
+    wait_until_consumed(settings, port, "predictions", len(stream))
     events = drift.settle()
 
     assert [(e.kind, e.subject, e.model_version) for e in events] == [("data", "amount", None)]
@@ -172,7 +177,7 @@ def test_malformed_messages_go_to_the_dlq_and_monitoring_keeps_going(
 ) -> None:
     start_monitoring(start_service)
     produce(settings, "training_examples", [(KEY, b'{"event_id": ')])
-    produce(settings, "features", [(KEY, b'{"event_id": "x"}')])
+    produce(settings, "predictions", [(KEY, b'{"event_id": "x"}')])
     produce(settings, "training_examples", examples(JUMP))
 
     letters = reader("dlq", DeadLetter).read_until(lambda items: len(items) >= 2)
@@ -180,7 +185,7 @@ def test_malformed_messages_go_to_the_dlq_and_monitoring_keeps_going(
 
     assert sorted((d.reason, d.source_topic) for d in letters) == [
         ("invalid_json", Topics(settings.topic_prefix)("training_examples")),
-        ("missing_field", Topics(settings.topic_prefix)("features")),
+        ("missing_field", Topics(settings.topic_prefix)("predictions")),
     ]
     assert all(d.service == "monitoring" for d in letters)
     assert [e.kind for e in events] == ["concept"], "examples after a bad one were not watched"

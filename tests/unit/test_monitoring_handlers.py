@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from confluent_kafka import Message
 
-from schemas import DeadLetter, DriftEvent, FeatureEvent, TrainingExample
+from schemas import DeadLetter, DriftEvent, Prediction, TrainingExample
 from schemas.base import Features
 from services.core.settings import Settings
 from services.core.stream import Effects
@@ -18,8 +18,8 @@ from services.core.topics import TopicRole, Topics
 from services.monitoring.service import (
     DriftPublisher,
     ExamplesHandler,
-    FeaturesHandler,
     Monitor,
+    PredictionsHandler,
     drift_id,
     handlers,
 )
@@ -52,14 +52,20 @@ def example_messages(
     return messages
 
 
-def feature_messages(values: list[Features]) -> list[Message]:
-    """Messages on ``features``, one per feature dict, in order."""
+def prediction_messages(values: list[Features]) -> list[Message]:
+    """Champion predictions made on these features, one per feature dict, in order."""
     return [
         _message(
-            "features",
+            "predictions",
             i,
-            FeatureEvent(
-                event_id=f"ev-{i}", entity_id="e-1", ts=NOW, features=v, feature_schema="test"
+            Prediction(
+                event_id=f"ev-{i}",
+                entity_id="e-1",
+                ts=NOW,
+                features=v,
+                model_name="fraud",
+                model_version=1,
+                prediction=True,
             )
             .model_dump_json()
             .encode(),
@@ -84,7 +90,7 @@ def _examples_handler() -> ExamplesHandler:
     return ExamplesHandler(SETTINGS, TOPICS, DriftPublisher(SETTINGS, TOPICS))
 
 
-def _in_batches(handler: ExamplesHandler | FeaturesHandler, messages: list[Message]) -> Effects:
+def _in_batches(handler: ExamplesHandler | PredictionsHandler, messages: list[Message]) -> Effects:
     effects = Effects()
     for start in range(0, len(messages), 500):
         effects.extend(handler(messages[start : start + 500]))
@@ -153,7 +159,7 @@ def test_a_malformed_example_goes_to_the_dlq_and_the_batch_goes_on() -> None:
     assert handler.errors.updates == 3
 
 
-def test_a_shift_in_one_numeric_feature_gives_one_data_event_naming_it() -> None:
+def test_a_shift_in_one_numeric_feature_served_gives_one_data_event_naming_it() -> None:
     rng = random.Random(5)
     values: list[Features] = [
         {
@@ -164,18 +170,32 @@ def test_a_shift_in_one_numeric_feature_gives_one_data_event_naming_it() -> None
         }
         for i in range(4000)
     ]
-    handler = FeaturesHandler(SETTINGS, TOPICS, DriftPublisher(SETTINGS, TOPICS))
-    events = _drift_events(_in_batches(handler, feature_messages(values)))
+    monitor = Monitor(SETTINGS, TOPICS)
+    events = _drift_events(_in_batches(monitor.predictions, prediction_messages(values)))
     assert [(e.kind, e.subject, e.model_version) for e in events] == [("data", "amount", None)]
     # the KS statistic of a 3-std shift, once the recent window holds enough of the new regime
     assert events[0].detector.startswith("KS") and events[0].magnitude is not None
     assert 0.1 < events[0].magnitude <= 1.0
-    assert sorted(handler.watches) == ["amount", "clicks", "https"], "strings are not watched"
+    assert sorted(monitor.data.watches) == ["amount", "clicks", "https"], "strings: not watched"
 
 
-def test_the_service_reads_examples_predictions_and_features() -> None:
+def test_a_challengers_features_are_not_watched() -> None:
+    monitor = Monitor(SETTINGS, TOPICS)
+    challenger = Prediction.model_validate_json(prediction_messages([{"x": 1.0}])[0].value())
+    message = _message(
+        "predictions",
+        0,
+        challenger.model_copy(update={"variant": "challenger"}).model_dump_json().encode(),
+    )
+
+    monitor.predictions([message])
+
+    assert monitor.data.watches == {}
+
+
+def test_the_service_reads_examples_and_predictions_only() -> None:
+    # the features come with the predictions made on them: no need to read them twice
     assert sorted(handlers(SETTINGS, TOPICS)) == [
-        TOPICS("features"),
         TOPICS("predictions"),
         TOPICS("training_examples"),
     ]
@@ -190,10 +210,10 @@ def test_every_example_delivered_twice_still_gives_one_concept_event() -> None:
 def test_a_monitor_restored_from_a_snapshot_reports_a_change_it_had_begun_to_see() -> None:
     examples = example_messages(JUMP)
     cut = 3010  # the change began at 3,000; it is detected some 40 examples in
-    features = feature_messages([{"x": float(i % 7)} for i in range(len(examples))])
+    predictions = prediction_messages([{"x": float(i % 7)} for i in range(len(examples))])
     running = Monitor(SETTINGS, TOPICS)
     _in_batches(running.examples, examples[:cut])
-    _in_batches(running.features, features[:cut])
+    _in_batches(running.predictions, predictions[:cut])
     snapshot = pickle.dumps(running.state())
     uninterrupted = _drift_events(_in_batches(running.examples, examples[cut:]))
 
@@ -206,7 +226,7 @@ def test_a_monitor_restored_from_a_snapshot_reports_a_change_it_had_begun_to_see
     assert [e.drift_id for e in resumed] == [e.drift_id for e in uninterrupted]
     assert len(resumed) == 1 and resumed[0].kind == "concept"
     assert relearned == [], "without its history the error rate never rose"
-    assert sorted(restored.features.watches) == ["x"]
+    assert sorted(restored.data.watches) == ["x"]
     assert restored.quality.accuracy.value == running.quality.accuracy.value
 
 
