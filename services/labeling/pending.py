@@ -1,11 +1,14 @@
 """The labeling join's state in Redis: what waits for a label, what was joined, what expired.
 
-Each event id has one hash: ``prediction`` (the served prediction, with the features it was made
+Each event id has one hash: ``served`` (the champion's prediction, with the features it was made
 on), ``tasked``, ``label`` (a label parked before its prediction) and, once the event is closed,
 ``closed`` (``joined`` or ``expired``) with everything else gone; a sorted set ``due`` holds the
-pending ids scored by their expiry deadline. Each operation is a Lua script that reads and writes a
-whole batch of events server-side, so a handler pays one round trip per batch and one command per
-shard, not several per event.
+pending ids scored by their expiry deadline. (``served``, not ``prediction``: the layout before
+predictions carried their features stored ``features`` and ``prediction`` apart, and a hash left by
+it reads as an event without a prediction, so its label waits and ends counted, where a prediction
+without features could not be joined.) Each operation is a Lua script that reads and writes a whole
+batch of events server-side, so a handler pays one round trip per batch and one command per shard,
+not several per event.
 
 Keys carry a hash tag per shard (``eddy:{<namespace>:<shard>}:...``, the shard from the event
 id): one script call touches the keys of one shard only, all of them declared, so the scripts
@@ -26,7 +29,7 @@ from typing import Any, NamedTuple
 import redis
 from redis.exceptions import NoScriptError, ResponseError
 
-_FIELDS = ("closed", "prediction", "tasked", "label")
+_FIELDS = ("closed", "served", "tasked", "label")
 _WIDTH = len(_FIELDS)
 
 # Every script: KEYS[1] is the shard's due set, KEYS[2..] the events' hashes; replies are flat,
@@ -57,9 +60,9 @@ local deadline, ttl = ARGV[1], ARGV[2]
 local out, deadlines = {}, {}
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local s = redis.call('HMGET', key, 'closed', 'prediction', 'tasked', 'label')
+  local s = redis.call('HMGET', key, 'closed', 'served', 'tasked', 'label')
   if not s[1] then
-    redis.call('HSET', key, 'prediction', ARGV[2 * i])
+    redis.call('HSET', key, 'served', ARGV[2 * i])
     if not (s[2] or s[4]) then  -- a new event: its safety TTL and its deadline
       redis.call('PEXPIRE', key, ttl)
       deadlines[#deadlines + 1] = deadline
@@ -84,7 +87,7 @@ local deadline, ttl = ARGV[1], ARGV[2]
 local out, deadlines = {}, {}
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local s = redis.call('HMGET', key, 'closed', 'prediction', 'tasked', 'label')
+  local s = redis.call('HMGET', key, 'closed', 'served', 'tasked', 'label')
   if not (s[1] or s[2] or s[4]) then
     redis.call('HSET', key, 'label', ARGV[2 * i])
     redis.call('PEXPIRE', key, ttl)
@@ -109,7 +112,7 @@ for i = 2, #KEYS do
   local key = KEYS[i]
   if i - 1 <= joined then
     redis.call('HSET', key, 'closed', 'joined')
-    if redis.call('HDEL', key, 'prediction', 'tasked', 'label') == 0 then
+    if redis.call('HDEL', key, 'served', 'tasked', 'label') == 0 then
       redis.call('PEXPIRE', key, ttl)  -- the hash was gone: never a marker without a TTL
     end
   elseif redis.call('EXISTS', key) == 1 and redis.call('HEXISTS', key, 'closed') == 0 then
@@ -132,7 +135,7 @@ for i = 2, #KEYS do
   local key = KEYS[i]
   local s = {'taken', false, false, false}
   if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    s = redis.call('HMGET', key, 'closed', 'prediction', 'tasked', 'label')
+    s = redis.call('HMGET', key, 'closed', 'served', 'tasked', 'label')
     s[1] = false
     redis.call('DEL', key)
     redis.call('HSET', key, 'closed', 'expired')
@@ -440,7 +443,7 @@ class PendingStore:
         """
         deadline = self.clock() + self.pending_ttl_s
         head = [deadline, self.marker_ttl_ms]
-        return self._plan(_ADD, head, predictions, written=_FIELDS.index("prediction"))
+        return self._plan(_ADD, head, predictions, written=_FIELDS.index("served"))
 
     def _park(self, labels: Mapping[str, bytes]) -> _Plan:
         deadline = self.clock() + self.pending_ttl_s

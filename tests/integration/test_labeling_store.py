@@ -109,6 +109,19 @@ def test_only_the_first_label_of_an_event_without_a_prediction_is_parked(
     assert store.lookup(["ev-1"])["ev-1"] == PendingEvent(early_label=b"yes")
 
 
+def test_a_hash_of_the_layout_before_predictions_carried_features_is_not_joined(
+    settings: Settings,
+) -> None:
+    store = _store(settings)
+    key = store.prefixes[store.shard_of("ev-old")] + "event:ev-old"
+    store.client.hset(key, mapping={"features": b"f", "prediction": b'{"no": "features"}'})
+    parked = store.park_labels({"ev-old": b"l"})
+
+    assert parked == {"ev-old": PendingEvent()}, "an old prediction was taken for a served one"
+    assert store.lookup(["ev-old"])["ev-old"] == PendingEvent(early_label=b"l")
+    assert store.client.pttl(key) > 0, "the parked label has its safety TTL"
+
+
 def test_a_closed_event_takes_no_more_predictions_or_labels(settings: Settings) -> None:
     store = _store(settings)
     store.add_predictions({"ev-1": b"p"})
