@@ -91,7 +91,9 @@ class LabelingSettings(_Group):
     """How long predictions wait for labels, and when to ask people for one."""
 
     pending_ttl_s: float = Field(
-        3600.0, gt=0, description="How long features and predictions wait for their label."
+        3600.0,
+        gt=0,
+        description="How long a prediction waits for its label, and a label for its prediction.",
     )
     task_uncertainty: float = Field(
         0.4, ge=0, le=1, description="Ask a person when 1 - max class probability is at least this."

@@ -143,12 +143,41 @@ def decode(
     try:
         return model.model_validate_json(message.value() or b"")
     except ValidationError as error:
-        reason = validation_reason(error)
-        metrics.REJECTED.labels(service, reason).inc()
-        effects.emit(
-            dlq_topic, message.key(), dead_letter(message, service, reason, describe(error))
-        )
+        _reject(message, error, service, dlq_topic, effects)
         return None
+
+
+def decode_batch(
+    messages: Sequence[Message],
+    model: type[PayloadT],
+    service: str,
+    dlq_topic: str,
+    effects: Effects,
+) -> list[tuple[PayloadT, bytes]]:
+    """Each valid message as ``model`` with its raw JSON; a dead letter queued for each other.
+
+    ``decode`` for a whole batch, with the model's validator looked up once: labeling decodes
+    two messages per event, and the calls around each validation cost as much as a small
+    model's validation itself.
+    """
+    validate = model.__pydantic_validator__.validate_json
+    valid: list[tuple[PayloadT, bytes]] = []
+    for message in messages:
+        raw = message.value() or b""
+        try:
+            valid.append((validate(raw), raw))
+        except ValidationError as error:
+            _reject(message, error, service, dlq_topic, effects)
+    return valid
+
+
+def _reject(
+    message: Message, error: ValidationError, service: str, dlq_topic: str, effects: Effects
+) -> None:
+    """Count an invalid input and queue its dead letter, which says why."""
+    reason = validation_reason(error)
+    metrics.REJECTED.labels(service, reason).inc()
+    effects.emit(dlq_topic, message.key(), dead_letter(message, service, reason, describe(error)))
 
 
 class StopSignal:

@@ -26,6 +26,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import hiredis
 import redis
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -173,12 +174,16 @@ class _Call(NamedTuple):
 
 
 class _Plan(NamedTuple):
-    """The calls of one operation, the event ids each call's reply is about, what they wrote."""
+    """The calls of one operation, the event ids each call's reply is about, what they sent.
+
+    ``stores_served``: the calls store each open event's prediction (``items``), which the
+    reply leaves out.
+    """
 
     calls: list[_Call]
     event_ids: list[list[str]]
     items: Mapping[str, bytes]
-    written: int | None
+    stores_served: bool
 
 
 #: The name of the store's own connection (``CLIENT LIST``).
@@ -216,9 +221,12 @@ class _Channel:
             self.connection.register_connect_callback(self._load_scripts)
         ticket = _Ticket(calls)
         if calls:
-            commands = [("EVALSHA", _SHA[c.script], len(c.keys), *c.keys, *c.args) for c in calls]
+            # packed by hiredis itself: redis-py's packing looks at every argument in Python
+            packed = [
+                hiredis.pack_command(("EVALSHA", _SHA[c.script], len(c.keys), *c.keys, *c.args))
+                for c in calls
+            ]
             try:
-                packed = self.connection.pack_commands(commands)
                 self.connection.send_packed_command(packed, check_health=False)
             except BaseException:
                 self._broken()
@@ -354,12 +362,12 @@ class PendingStore:
         return replies
 
     def _plan(
-        self, script: str, head: list[Any], items: Mapping[str, bytes], written: int | None
+        self, script: str, head: list[Any], items: Mapping[str, bytes], stores_served: bool
     ) -> _Plan:
         """The calls that run ``script`` on each shard's share of ``items``.
 
-        Each call's arguments are ``head``, then id, value pairs. The field ``written`` of an open
-        event is not sent back; its state is given the value sent.
+        Each call's arguments are ``head``, then id, value pairs. Where the script stores them as
+        ``served``, an open event's prediction is not sent back: its state is given the one sent.
         """
         shards = self._by_shard(items)
         calls = []
@@ -368,7 +376,7 @@ class PendingStore:
             for event_id in event_ids:
                 args += (event_id, items[event_id])
             calls.append(_Call(script, self._keys(shard, event_ids), args))
-        return _Plan(calls, list(shards.values()), items, written)
+        return _Plan(calls, list(shards.values()), items, stores_served)
 
     def _execute(self, plans: Sequence[_Plan]) -> list[dict[str, PendingEvent]]:
         """Run the plans' calls in one round trip; each plan's events' states as replied."""
@@ -383,12 +391,15 @@ class PendingStore:
         for plan in plans:
             states: dict[str, PendingEvent] = {}
             for event_ids in plan.event_ids:
-                reply = next(replies)
-                for k, event_id in enumerate(event_ids):
-                    values = reply[k * _WIDTH : (k + 1) * _WIDTH]
-                    if plan.written is not None and values[0] is None:
-                        values[plan.written] = plan.items[event_id]
-                    states[event_id] = _event(values)
+                values = iter(next(replies))
+                rows = zip(event_ids, values, values, values, values, strict=False)
+                # one event's fields, spelled out: this runs for every event of every batch
+                for event_id, closed, served, tasked, label in rows:
+                    if closed is None and plan.stores_served:
+                        served = plan.items[event_id]
+                    states[event_id] = PendingEvent(
+                        served, label, tasked is not None, closed == b"joined", closed == b"expired"
+                    )
             results.append(states)
         return results
 
@@ -443,11 +454,11 @@ class PendingStore:
         """
         deadline = self.clock() + self.pending_ttl_s
         head = [deadline, self.marker_ttl_ms]
-        return self._plan(_ADD, head, predictions, written=_FIELDS.index("served"))
+        return self._plan(_ADD, head, predictions, stores_served=True)
 
     def _park(self, labels: Mapping[str, bytes]) -> _Plan:
         deadline = self.clock() + self.pending_ttl_s
-        return self._plan(_PARK, [deadline, self.marker_ttl_ms], labels, written=None)
+        return self._plan(_PARK, [deadline, self.marker_ttl_ms], labels, stores_served=False)
 
     def settle(self, joined: Collection[str], tasked: Collection[str]) -> None:
         """Record what an acknowledged batch decided.

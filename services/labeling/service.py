@@ -23,7 +23,7 @@ from services.core import metrics
 from services.core.kafka import batching_fetches
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
-from services.core.stream import BatchHandler, DeferredEffects, Effects, decode
+from services.core.stream import BatchHandler, DeferredEffects, Effects, decode_batch
 from services.labeling.counts import LabelingCounts, LabelOutcome
 from services.labeling.examples import training_example_json
 from services.labeling.pending import PendingEvent, PendingStore
@@ -256,14 +256,13 @@ class Labeling:
         """
         unique: dict[str, tuple[EventT, bytes]] = {}
         repeated = 0
-        for message in messages:
-            item = decode(message, model, SERVICE, self.dlq_topic, effects)
-            if item is None or (keep is not None and not keep(item)):
+        for item, raw in decode_batch(messages, model, SERVICE, self.dlq_topic, effects):
+            if keep is not None and not keep(item):
                 continue
             if item.event_id in unique:
                 repeated += 1
             else:
-                unique[item.event_id] = (item, message.value() or b"")
+                unique[item.event_id] = (item, raw)
         if repeats is not None:
             repeats["duplicate"] += repeated
         elif repeated:

@@ -14,6 +14,8 @@ from services.core.stream import (
     Effects,
     Outbound,
     dead_letter,
+    decode,
+    decode_batch,
     describe,
     validation_reason,
 )
@@ -255,3 +257,38 @@ def test_extend_appends_outputs_and_after_ack_and_before_commit_effects_in_order
 
     assert [out.topic for out in first.outputs] == ["a", "b"]
     assert calls == ["first", "second", "first waited", "second waited"]
+
+
+# decode_batch
+
+
+def test_decode_batch_keeps_each_valid_message_with_its_bytes_and_dead_letters_the_rest() -> None:
+    good = [label("evt-1").model_dump_json().encode(), label("evt-2").model_dump_json().encode()]
+    bad = [b"{not json", b'{"event_id": "evt-3"}', None]
+    messages = [FakeMessage(good[0]), *(FakeMessage(raw) for raw in bad), FakeMessage(good[1])]
+    effects = Effects()
+
+    valid = decode_batch(messages, Label, "labeling", "dlq", effects)  # type: ignore[arg-type]
+
+    assert [(item.event_id, raw) for item, raw in valid] == [("evt-1", good[0]), ("evt-2", good[1])]
+    letters = [DeadLetter.model_validate_json(out.value) for out in effects.outputs]
+    assert [out.topic for out in effects.outputs] == ["dlq"] * 3
+    reasons = [letter.reason for letter in letters]
+    assert reasons == ["invalid_json", "missing_field", "invalid_json"]
+
+
+def test_decode_batch_dead_letters_exactly_as_decode_does_one_message() -> None:
+    raw = b'{"event_id": "evt-1", "label": true, "surprise": 1}'
+    one, batch = Effects(), Effects()
+
+    decode(FakeMessage(raw), Label, "labeling", "dlq", one)  # type: ignore[arg-type]
+    decode_batch([FakeMessage(raw)], Label, "labeling", "dlq", batch)  # type: ignore[list-item]
+
+    def letters(effects: Effects) -> list[dict[str, object]]:
+        return [
+            DeadLetter.model_validate_json(out.value).model_dump(exclude={"failed_at"})
+            for out in effects.outputs
+        ]
+
+    assert [out.key for out in batch.outputs] == [out.key for out in one.outputs]
+    assert letters(batch) == letters(one) != []
