@@ -42,7 +42,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +57,7 @@ from bench.harness import (
     cpu_seconds,
     describe_load,
     median_figure,
+    run_queue_seconds,
 )
 from bench.pacing import Scheduled, send_paced
 from schemas import Label, RawEvent
@@ -143,6 +144,8 @@ class LoopResult:
     growth_when_behind: dict[str, float] = field(default_factory=dict)
     #: Each step's CPU use per process (services, servers, this bench), in cores.
     cpu_by_step: list[dict[str, float]] = field(default_factory=list)
+    #: Each step's time per process spent waiting for a CPU (run queue), in seconds per second.
+    wait_by_step: list[dict[str, float]] = field(default_factory=list)
     #: Each step's whole-machine load: ``busy`` and ``stolen`` (by the host) cores.
     load_by_step: list[dict[str, float]] = field(default_factory=list)
     #: The first step (index) at which some service fell behind, if one did.
@@ -361,6 +364,7 @@ class StepRun:
 
     verdicts: dict[str, StepVerdict]
     cpu: dict[str, float]
+    waits: dict[str, float]
     load: dict[str, float]
     per_event: dict[str, float]
 
@@ -374,6 +378,7 @@ def loop_run(ctx: Context, ramp: Sequence[int], step_s: float) -> LoopResult:
     """
     verdicts: dict[str, list[StepVerdict]] = {s: [] for s in SERVICES}
     cpu_by_step: list[dict[str, float]] = []
+    wait_by_step: list[dict[str, float]] = []
     load_by_step: list[dict[str, float]] = []
     per_event: dict[str, float] = {}
     for rate in ramp:
@@ -382,13 +387,16 @@ def loop_run(ctx: Context, ramp: Sequence[int], step_s: float) -> LoopResult:
         for service in SERVICES:
             verdicts[service].append(step.verdicts[service])
         cpu_by_step.append(step.cpu)
+        wait_by_step.append(step.waits)
         load_by_step.append(step.load)
         ctx.progress(f"     {rate:>6,} ev/s: " + _step_line(verdicts))
         ctx.progress("          CPU (cores): " + _cpu_line(step.cpu, step.load))
+        ctx.progress("          waited for a CPU (s/s): " + _cpu_line(step.waits, {}))
         if all(not all(v.kept_up for v in verdicts[s]) for s in SERVICES):
             break
     result = _result(ramp, verdicts, per_event)
     result.cpu_by_step = cpu_by_step
+    result.wait_by_step = wait_by_step
     result.load_by_step = load_by_step
     return result
 
@@ -429,28 +437,44 @@ def _trial(ctx: Context, rate: int, step_s: float) -> StepRun:
                 window.append(probe.sample())
                 took = time.monotonic() - began
                 due = max(due + SAMPLE_S, time.monotonic())
-            used, load = cpu.cores(), machine.cores()
+            used, waits, load = cpu.cores(), cpu.waits(), machine.cores()
     verdicts = {service: judge([w[service] for w in window]) for service in SERVICES}
-    return StepRun(verdicts, used, load, per_event)
+    return StepRun(verdicts, used, waits, load, per_event)
 
 
 class CpuMeter:
-    """CPU time the given processes use from now on, as cores (CPU-seconds per second)."""
+    """CPU time the given processes use from now on, and their wait for a CPU meanwhile.
+
+    Both per second of the meter's time: CPU as cores, the wait as seconds (all threads).
+    """
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.started = time.monotonic()
         self.before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.waited_before = {name: run_queue_seconds(pid) for name, pid in pids.items()}
 
     def cores(self) -> dict[str, float]:
         """Cores each process used since the meter started (a process gone is left out)."""
+        return self._rates(self.before, cpu_seconds)
+
+    def waits(self) -> dict[str, float]:
+        """Seconds per second each process's threads waited for a CPU since the meter started.
+
+        Summed over threads, so it may exceed 1; a process gone is left out.
+        """
+        return self._rates(self.waited_before, run_queue_seconds)
+
+    def _rates(
+        self, before: dict[str, float | None], reading: Callable[[int], float | None]
+    ) -> dict[str, float]:
         elapsed = time.monotonic() - self.started
-        used = {}
+        rates = {}
         for name, pid in self.pids.items():
-            before, now = self.before[name], cpu_seconds(pid)
-            if before is not None and now is not None and elapsed > 0:
-                used[name] = (now - before) / elapsed
-        return used
+            then, now = before[name], reading(pid)
+            if then is not None and now is not None and elapsed > 0:
+                rates[name] = (now - then) / elapsed
+        return rates
 
 
 def _result(
@@ -571,6 +595,23 @@ def _cpu_figures(ramp: Sequence[int], runs: list[LoopResult]) -> list[Figure]:
             note=f"at {steps} ev/s; the machine has {os.cpu_count()} cores",
         )
     )
+    waits = [
+        r.wait_by_step[r.first_behind_step]
+        for r in runs
+        if r.first_behind_step is not None and r.first_behind_step < len(r.wait_by_step)
+    ]
+    for name in SERVICES:
+        values = [w[name] for w in waits if name in w]
+        if values:
+            figures.append(
+                median_figure(
+                    SCENARIO,
+                    f"time {name} waited for a CPU where the loop fell behind",
+                    "s/s",
+                    values,
+                    note=f"at {steps} ev/s; its threads' run-queue time per second (schedstat)",
+                )
+            )
     loads = [
         r.load_by_step[r.first_behind_step]
         for r in runs

@@ -7,6 +7,9 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from bench.harness import run_queue_seconds
 from bench.scenarios.loop_capacity import (
     CpuMeter,
     LagSample,
@@ -71,6 +74,29 @@ def test_the_cpu_meter_counts_a_busy_process_and_leaves_out_one_that_is_gone() -
     cores = meter.cores()
     assert set(cores) == {"me"}
     assert 0.1 < cores["me"] <= 1.5
+    waits = meter.waits()
+    assert set(waits) == {"me"}
+    assert waits["me"] >= 0.0
+
+
+def test_a_process_waits_for_a_cpu_only_while_another_holds_the_one_it_may_use() -> None:
+    """Two busy processes pinned to one CPU: each waits about as long as the other runs."""
+    if not hasattr(os, "sched_setaffinity") or run_queue_seconds(os.getpid()) is None:
+        pytest.skip("no per-thread scheduler statistics here")
+    cpu = min(os.sched_getaffinity(0))
+    spin = (
+        f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\n"
+        "end = time.process_time() + 0.4\nwhile time.process_time() < end: pass\n"
+    )
+    busy = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    meter = CpuMeter({f"spinner {i}": p.pid for i, p in enumerate(busy)})
+    time.sleep(0.3)
+    waits = meter.waits()
+    for process in busy:
+        process.wait()
+
+    assert set(waits) == {"spinner 0", "spinner 1"}
+    assert sum(waits.values()) > 0.2  # one CPU for two: one of them always waits
 
 
 def test_the_cpu_figures_say_where_the_machine_stood_at_the_step_the_loop_fell_behind() -> None:
@@ -80,6 +106,7 @@ def test_the_cpu_figures_say_where_the_machine_stood_at_the_step_the_loop_fell_b
         result = LoopResult({s: 1_000.0 for s in SERVICES}, dict.fromkeys(SERVICES, False))
         result.first_behind_step = 1
         result.cpu_by_step = [{"labeling": 0.1, "broker": 0.1}, {"labeling": 0.3, "broker": 0.5}]
+        result.wait_by_step = [{"labeling": 0.0}, {"labeling": busy / 2, "broker": 0.9}]
         result.load_by_step = [{"busy": 0.5, "stolen": 0.0}, {"busy": busy, "stolen": 0.1}]
         runs.append(result)
 
@@ -91,6 +118,8 @@ def test_the_cpu_figures_say_where_the_machine_stood_at_the_step_the_loop_fell_b
     stolen = figures["CPU of the whole machine stolen by the host where the loop fell behind"]
     assert stolen.value == 0.1
     assert stolen.note.startswith("at 2,000, 2,000, 2,000 ev/s")
+    assert figures["time labeling waited for a CPU where the loop fell behind"].value == 0.9
+    assert not any("broker waited" in name for name in figures)  # waits: services only
 
 
 def test_without_a_machine_load_the_cpu_figures_are_only_the_processes() -> None:
