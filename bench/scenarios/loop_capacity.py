@@ -595,40 +595,46 @@ def _cpu_figures(ramp: Sequence[int], runs: list[LoopResult]) -> list[Figure]:
             note=f"at {steps} ev/s; the machine has {os.cpu_count()} cores",
         )
     )
-    waits = [
-        r.wait_by_step[r.first_behind_step]
+    waits = _at_first_behind(runs, lambda r: r.wait_by_step)
+    figures += _figures_of(
+        waits,
+        {name: f"time {name} waited for a CPU where the loop fell behind" for name in SERVICES},
+        "s/s",
+        note=f"at {steps} ev/s; its threads' run-queue time per second (schedstat)",
+    )
+    loads = _at_first_behind(runs, lambda r: r.load_by_step)
+    figures += _figures_of(
+        loads,
+        {
+            key: f"CPU of the whole machine {what} where the loop fell behind"
+            for key, what in (("busy", "busy"), ("stolen", "stolen by the host"))
+        },
+        "cores",
+        note=f"at {steps} ev/s; the machine has {os.cpu_count()} cores",
+    )
+    return figures
+
+
+def _at_first_behind(
+    runs: Sequence[LoopResult], by_step: Callable[[LoopResult], list[dict[str, float]]]
+) -> list[dict[str, float]]:
+    """Each run's readings at the step where the loop first fell behind, where it did."""
+    return [
+        by_step(r)[r.first_behind_step]
         for r in runs
-        if r.first_behind_step is not None and r.first_behind_step < len(r.wait_by_step)
+        if r.first_behind_step is not None and r.first_behind_step < len(by_step(r))
     ]
-    for name in SERVICES:
-        values = [w[name] for w in waits if name in w]
+
+
+def _figures_of(
+    readings: list[dict[str, float]], names: dict[str, str], unit: str, note: str
+) -> list[Figure]:
+    """A median figure per key of ``names`` (key → figure name) that some reading has."""
+    figures = []
+    for key, name in names.items():
+        values = [reading[key] for reading in readings if key in reading]
         if values:
-            figures.append(
-                median_figure(
-                    SCENARIO,
-                    f"time {name} waited for a CPU where the loop fell behind",
-                    "s/s",
-                    values,
-                    note=f"at {steps} ev/s; its threads' run-queue time per second (schedstat)",
-                )
-            )
-    loads = [
-        r.load_by_step[r.first_behind_step]
-        for r in runs
-        if r.first_behind_step is not None and r.first_behind_step < len(r.load_by_step)
-    ]
-    for key, what in (("busy", "busy"), ("stolen", "stolen by the host")):
-        values = [load[key] for load in loads if key in load]
-        if values:
-            figures.append(
-                median_figure(
-                    SCENARIO,
-                    f"CPU of the whole machine {what} where the loop fell behind",
-                    "cores",
-                    values,
-                    note=f"at {steps} ev/s; the machine has {os.cpu_count()} cores",
-                )
-            )
+            figures.append(median_figure(SCENARIO, name, unit, values, note=note))
     return figures
 
 
