@@ -391,7 +391,13 @@ class PendingStore:
         for plan in plans:
             states: dict[str, PendingEvent] = {}
             for event_ids in plan.event_ids:
-                values = iter(next(replies))
+                reply = next(replies)
+                if len(reply) != _WIDTH * len(event_ids):  # else events would go unnoticed
+                    raise redis.ResponseError(
+                        f"a labeling script replied {len(reply)} values for "
+                        f"{len(event_ids)} events, not {_WIDTH} each"
+                    )
+                values = iter(reply)
                 rows = zip(event_ids, values, values, values, values, strict=False)
                 # one event's fields, spelled out: this runs for every event of every batch
                 for event_id, closed, served, tasked, label in rows:

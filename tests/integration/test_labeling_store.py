@@ -290,3 +290,13 @@ def test_every_event_key_keeps_a_ttl_whatever_happened_to_it(settings: Settings)
     assert set(ttls) == {"ev-0", "ev-1", "ev-2", "ev-3", "ev-7", "ev-8", "ev-9"}
     assert all(ttl > 0 for ttl in ttls.values()), ttls
     assert store.lookup(["ev-6"])["ev-6"] == PendingEvent(), "a task marks no unknown event"
+
+
+def test_a_script_reply_that_leaves_out_events_is_an_error_not_events_silently_dropped(
+    settings: Settings,
+) -> None:
+    store = _store(settings, shards=1)
+    plan = store._add({"ev-1": b"{}", "ev-2": b"{}"})  # the plan of one exchange's first call
+
+    with pytest.raises(redis.ResponseError, match="replied 4 values for 2 events"):
+        store._states([plan], [[None, None, None, None]])  # one event's fields only
