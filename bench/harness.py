@@ -142,16 +142,6 @@ class Context:
                 process.stop()
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system, all threads) a process has used so far; None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_queue_seconds(pid: int) -> float | None:
     """Time a process's threads have spent ready to run but waiting for a CPU, so far.
 

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from bench.harness import Context, Figure, cpu_seconds, median_figure
+from bench.harness import Context, Figure, median_figure
 from bench.scenarios.serving_throughput import synthetic_rows
 from schemas import TrainingExample
 from schemas.base import Features, Target
 from services.core.datasets import default_classifier
 from services.core.embedded import free_port
 from services.core.kafka import make_producer
+from services.core.procstat import cpu_seconds
 from services.core.settings import Settings
 from services.core.topics import Topics
 

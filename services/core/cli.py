@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import math
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -148,7 +149,12 @@ def stack() -> None:
 @stack.command("up")
 def stack_up() -> None:
     """Start the embedded broker and Redis, create topics, and wait for Ctrl-C."""
-    from services.core.embedded import EmbeddedStack, tuned_for_embedded
+    from services.core.embedded import (
+        BROKER_CHECK_S,
+        BrokerWatch,
+        EmbeddedStack,
+        tuned_for_embedded,
+    )
     from services.core.kafka import create_topics
     from services.core.stream import StopSignal
 
@@ -166,8 +172,13 @@ def stack_up() -> None:
         # Ctrl-C and SIGTERM both stop the servers cleanly; the handlers are set explicitly, as
         # a process started with SIGINT ignored (a background job of a script) keeps ignoring it
         stop = StopSignal().install()
+        watch, looked = BrokerWatch(embedded.pids[0]), time.monotonic()
         while not stop.event.wait(1.0):
-            pass
+            if time.monotonic() - looked >= BROKER_CHECK_S:
+                looked = time.monotonic()
+                warning = watch.check()
+                if warning:
+                    click.echo(f"warning: {warning}", err=True)
         click.echo("stopping")
 
 
