@@ -142,27 +142,6 @@ class Context:
                 process.stop()
 
 
-def run_queue_seconds(pid: int) -> float | None:
-    """Time a process's threads have spent ready to run but waiting for a CPU, so far.
-
-    On a full machine a process is slowed by this wait, not by its own work: it says whether a
-    service fell behind for want of a CPU. The sum of its live threads' schedstat (a thread that
-    ended takes its share along); None once the process is gone, or on a kernel without it.
-    """
-    total = 0
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return None
-    for thread in threads:
-        try:
-            with open(f"/proc/{pid}/task/{thread}/schedstat") as stat:
-                total += int(stat.read().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / 1e9
-
-
 #: The ``cpu`` line of /proc/stat: user nice system idle iowait irq softirq steal (guest time is
 #: already counted in user).
 _BUSY_FIELDS = (0, 1, 2, 5, 6)

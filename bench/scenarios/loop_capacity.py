@@ -56,14 +56,13 @@ from bench.harness import (
     MachineLoad,
     describe_load,
     median_figure,
-    run_queue_seconds,
 )
 from bench.pacing import Scheduled, send_paced
 from schemas import Label, RawEvent
 from services.core.client import EddyClient, PredictionTimeoutError
 from services.core.datasets import sea_with_drift
 from services.core.kafka import make_admin, make_producer, partitions_of
-from services.core.procstat import cpu_seconds
+from services.core.procstat import cpu_seconds, run_queue_seconds
 from services.core.settings import Settings
 from services.core.supervisor import SERVICES, ServiceProcess
 from services.core.topics import TopicRole, Topics, declared_topics

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from bench.harness import run_queue_seconds
 from bench.scenarios.loop_capacity import (
     CpuMeter,
     LagSample,
@@ -20,6 +19,7 @@ from bench.scenarios.loop_capacity import (
     judge,
     loop_figure,
 )
+from services.core.procstat import run_queue_seconds
 from services.core.supervisor import SERVICES
 
 
