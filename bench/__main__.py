@@ -27,7 +27,7 @@ SCENARIOS = (
     "serving_throughput",
     "latency",
     "training_overhead",
-    "served_accuracy",
+    "served_score",
     "drift_reaction",
     "loop_capacity",
 )

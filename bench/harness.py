@@ -287,16 +287,37 @@ def write_results(
     failed: dict[str, str] | None = None,
     load: dict[str, dict[str, float]] | None = None,
 ) -> None:
-    """Write figures, units, machine, versions and date as JSON, and any scenario that failed.
+    """Write figures, units, machine, versions and dates as JSON, and any scenario that failed.
 
-    ``load`` is each scenario's machine load while it ran (seconds, busy and stolen cores).
+    ``load`` is each scenario's machine load while it ran (seconds, busy and stolen cores). The
+    figures of scenarios not run this time are kept from the file, each with the date it was
+    measured, so that rerunning one scenario after a change keeps the others' figures.
     """
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    ran = {f.scenario for f in figures}
+    kept: list[dict[str, object]] = []
+    dates: dict[str, str] = {}
+    old_load: dict[str, object] = {}
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            previous = {}
+        old_dates = previous.get("dates", {})
+        for figure in previous.get("figures", []):
+            scenario = figure.get("scenario")
+            if scenario not in ran:
+                kept.append(figure)
+                dates[scenario] = old_dates.get(scenario, previous.get("date", ""))
+        old_load = {k: v for k, v in previous.get("load", {}).items() if k not in (load or {})}
+    dates.update({scenario: now for scenario in ran})
     payload = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": now,
+        "dates": dates,
         "machine": machine(),
-        "figures": [{**asdict(f), "ratio": f.ratio} for f in figures],
+        "figures": kept + [{**asdict(f), "ratio": f.ratio} for f in figures],
         "failed": failed or {},
-        "load": load or {},
+        "load": {**old_load, **(load or {})},
     }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

@@ -1,22 +1,28 @@
-"""What the served-accuracy and drift-reaction scenarios share: the whole loop played per stream.
+"""What the served-score and drift-reaction scenarios share: the whole loop played per stream.
 
 Each stream runs through the five service processes with ``LoopRun`` (as ``eddy demo`` does):
-events at a fixed rate, each label fed back a fixed number of events late, no malformed events.
-Its reports are kept for the rest of the bench run, so that the drift-reaction scenario reads
-the same runs the served-accuracy scenario made instead of playing every stream twice. The
-baseline is River in this process: the same default model, test-then-train on the same rows
-in the same order (prequential).
+events at a fixed rate, each label fed back 100 events late, no malformed events, default
+settings. Its reports are kept for the rest of the bench run, so that the drift-reaction
+scenario reads the same runs the served-score scenario made instead of playing every stream
+twice. The baselines are River in this process: the same model test-then-train on the same rows
+in the same order, with the labels as late (``in_process_score``), or seeing each at once
+(``prequential_hits``, for the drift reaction).
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bench.harness import Context
-from services.core.datasets import default_classifier, loop_stream
-from services.core.demo import LoopReport, LoopRun, Scenario, loop_settings
+from schemas.models import ModelSpec
+from services.core.datasets import loop_stream, rows_available
+from services.core.demo import LoopReport, LoopRun, Scenario
+from services.core.feature_schema import FeatureSchema
+from services.core.model_specs import baseline_spec, build_model, load_specs
+from services.core.replay import in_process_predictions, score
 
 #: Events per second of every loop run (the demo's rate).
 RATE = 400.0
@@ -24,12 +30,12 @@ RATE = 400.0
 
 @dataclass(frozen=True)
 class LoopStream:
-    """One stream played through the loop, and the cadence a user would choose for it."""
+    """One stream played through the loop, with the candidates training races on it."""
 
     label: str
     scenario: Scenario
-    publish_every: int
-    validation_window: int = 100
+    #: EDDY_TRAINING__MODELS: "auto" (one default model) or a models file of candidates
+    models: str = "auto"
 
     @property
     def cadence(self) -> str:
@@ -37,52 +43,51 @@ class LoopStream:
         s = self.scenario
         return (
             f"{s.events:,} events at {s.rate:.0f}/s, labels {s.label_delay} events late, "
-            f"a version every {self.publish_every} examples"
+            "default settings"
         )
+
+    def with_candidates(self) -> LoopStream:
+        """The same stream, training racing three candidates of its task (infra/models/)."""
+        task = FeatureSchema.load(self.scenario.stream).target.type
+        return replace(self, label=f"{self.label} (selection)", models=task)
 
 
 def loop_streams(quick: bool) -> list[LoopStream]:
-    """The streams, drifting ones first (their drift is halfway, gradual ones over 1,000 events)."""
+    """Every stream with one default model: drifting ones first (halfway; gradual over 1,000).
+
+    Binary (SEA, Agrawal, Bananas, Phishing), multi-class (LED, ImageSegments) and regression
+    (Friedman, TrumpApproval); every label 100 events late.
+    """
     events = 6000 if quick else 8000
-    drifting = [
-        LoopStream(
-            f"{title} {kind}",
-            Scenario(
-                events=events,
-                drift_at=events // 2,
-                drift_width=width,
-                rate=RATE,
-                label_delay=100,
-                bad_every=0,
-                stream=name,
-            ),
-            publish_every=500,
+
+    def played(name: str, count: int, drift_at: int | None = None, width: int = 0) -> Scenario:
+        return Scenario(
+            events=count,
+            drift_at=drift_at,
+            drift_width=width,
+            rate=RATE,
+            label_delay=100,
+            bad_every=0,
+            stream=name,
         )
+
+    drifting = [
+        LoopStream(f"{title} {kind}", played(name, events, events // 2, width))
         for name, title in (("sea", "SEA"), ("agrawal", "Agrawal"))
         for kind, width in (("abrupt", 0), ("gradual", 1000))
     ]
-    # The real datasets are short: versions come more often, so that little of the stream is
-    # served by a model far behind the labels it could have learned.
+    drifting += [
+        LoopStream(f"{title} abrupt", played(name, events, events // 2))
+        for name, title in (("led", "LED"), ("friedman", "Friedman"))
+    ]
     real = [
-        LoopStream(
-            "Bananas",
-            Scenario(
-                events=5300, drift_at=None, rate=RATE, label_delay=50, bad_every=0, stream="bananas"
-            ),
-            publish_every=200,
-        ),
-        LoopStream(
-            "Phishing",
-            Scenario(
-                events=1250,
-                drift_at=None,
-                rate=RATE,
-                label_delay=20,
-                bad_every=0,
-                stream="phishing",
-            ),
-            publish_every=50,
-        ),
+        LoopStream(title, played(name, rows_available(name) or 0))
+        for name, title in (
+            ("bananas", "Bananas"),
+            ("phishing", "Phishing"),
+            ("segments", "ImageSegments"),
+            ("trump", "TrumpApproval"),
+        )
     ]
     return drifting + real
 
@@ -98,11 +103,14 @@ def loop_reports(ctx: Context, stream: LoopStream) -> list[LoopReport]:
         for i in range(ctx.repeats):
             started = time.monotonic()
             with ctx.own_servers():
-                settings = loop_settings(
-                    ctx.settings(model_name=stream.scenario.stream),
-                    feature_schema=stream.scenario.stream,
-                    publish_every=stream.publish_every,
-                    validation_window=stream.validation_window,
+                base = ctx.settings(model_name=stream.scenario.stream)
+                settings = base.model_copy(
+                    update={
+                        "ingest": base.ingest.model_copy(
+                            update={"feature_schema": stream.scenario.stream}
+                        ),
+                        "training": base.training.model_copy(update={"models": stream.models}),
+                    }
                 )
                 workdir = ctx.workdir / f"loop-{uuid.uuid4().hex[:6]}"
                 workdir.mkdir(parents=True)
@@ -110,7 +118,7 @@ def loop_reports(ctx: Context, stream: LoopStream) -> list[LoopReport]:
             reports.append(report)
             ctx.progress(
                 f"   {stream.label} run {i + 1}: {len(report.predictions):,} predictions, "
-                f"served accuracy {served_accuracy(report):.3f}, "
+                f"served {served_score(report):.3f}, "
                 f"{len(report.drift_events)} drift events, {len(report.versions)} versions "
                 f"({time.monotonic() - started:.0f} s)"
             )
@@ -136,10 +144,51 @@ def served_accuracy(report: LoopReport, first: int = 0) -> float:
     return sum(bool(h) for h in hits) / len(hits)
 
 
-def prequential_hits(stream: LoopStream) -> list[bool]:
-    """Per event: whether River's default model, test-then-train in this process, was right."""
+def is_regression(stream: LoopStream) -> bool:
+    """True for a stream whose labels are numbers (scored by MAE, lower is better)."""
+    return FeatureSchema.load(stream.scenario.stream).target.type == "regression"
+
+
+def served_score(report: LoopReport) -> float:
+    """Accuracy of what was served (an unserved event counts wrong), or its MAE for numbers."""
+    labels = list(report.labels.values())
+    if labels and isinstance(labels[0], float):
+        errors = [
+            abs(float(p.prediction) - float(report.labels[e]))
+            for e, p in report.predictions.items()
+            if p.prediction is not None
+        ]
+        return sum(errors) / len(errors) if errors else math.inf
+    return served_accuracy(report)
+
+
+def in_process_score(stream: LoopStream, spec: ModelSpec) -> float:
+    """The spec's model test-then-train in this process on the same rows, labels as late.
+
+    The same delay as the loop's: each label is learned ``label_delay`` events after its event
+    was predicted, so the figure isolates what the loop itself costs.
+    """
     s = stream.scenario
-    model = default_classifier()
+    schema = FeatureSchema.load(s.stream)
+    rows = loop_stream(s.stream, s.events, s.drift_at, s.drift_width, s.seed)
+    predictions = in_process_predictions(rows, schema, spec, s.label_delay)
+    value = score(
+        schema.target.is_classification, list(zip(predictions, [y for _x, y in rows], strict=True))
+    )
+    return math.inf if value is None else value
+
+
+def candidate_specs(stream: LoopStream) -> list[ModelSpec]:
+    """The candidates training races on ``stream``, the no-change baseline included."""
+    schema = FeatureSchema.load(stream.scenario.stream)
+    return [*load_specs(stream.models, schema), baseline_spec(schema)]
+
+
+def prequential_hits(stream: LoopStream) -> list[bool]:
+    """Per event: whether the default model, test-then-train in this process, was right."""
+    s = stream.scenario
+    schema = FeatureSchema.load(s.stream)
+    model = build_model(load_specs("auto", schema)[0], schema)
     hits = []
     for features, label in loop_stream(s.stream, s.events, s.drift_at, s.drift_width, s.seed):
         hits.append(model.predict_one(features) == label)

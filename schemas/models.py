@@ -3,14 +3,83 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from schemas.base import Payload, Target, utc_now
 
 Flavour = Literal["river", "onnx"]
-Trigger = Literal["initial", "scheduled", "drift", "manual", "rollback", "promote"]
+Trigger = Literal["initial", "scheduled", "drift", "selection", "manual", "rollback", "promote"]
+#: What a deployment predicts: a class of two, a class of many, or a number.
+Task = Literal["binary", "multiclass", "regression"]
+#: A Python import path (``river.linear_model.LogisticRegression``).
+ImportPath = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+]
+#: A factory, ``module.path:function``.
+FactoryPath = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+    ),
+]
+
+
+def _step(value: Any) -> Any:
+    return {"estimator": value} if isinstance(value, str) else value
+
+
+class Step(BaseModel):
+    """One River estimator or transformer by import path, with its parameters.
+
+    A parameter that is itself a table with an ``estimator`` key is built the same way (a
+    bagging ensemble's base model, say).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    estimator: ImportPath
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSpec(BaseModel):
+    """A model declared as data: an estimator with its preprocessing, or a factory.
+
+    ``preprocessing`` "auto" scales numbers and one-hot encodes categories for linear models
+    (``river.linear_model``) and leaves other models (trees, forests) the raw features.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    estimator: ImportPath | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    preprocessing: Literal["auto", "none"] | list[Annotated[Step, BeforeValidator(_step)]] = "auto"
+    factory: FactoryPath | None = Field(
+        None, description="A `module:function` that returns a River-compatible model."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.estimator is None) == (self.factory is None):
+            raise ValueError(
+                f"model {self.name!r}: give either `estimator` (an import path) or `factory` "
+                "(module:function), not both or neither"
+            )
+        if self.factory is not None and (self.params or self.preprocessing != "auto"):
+            raise ValueError(
+                f"model {self.name!r}: a factory builds the whole model; params and "
+                "preprocessing are for `estimator`"
+            )
+        return self
 
 
 class OffsetRange(BaseModel):
@@ -39,10 +108,13 @@ class ModelVersion(Payload):
     drift_event_id: str | None = None
     lineage: list[OffsetRange] = Field(default_factory=list)
     feature_names: list[str] = Field(
-        default_factory=list, description="Input order of the features (ONNX models)."
+        default_factory=list,
+        description="The features the model was trained on (input order of ONNX models).",
     )
     classes: list[Target] | None = Field(
-        None, description="Output order of the classes (ONNX classifiers)."
+        None, description="Classes known when it was published (output order of ONNX models)."
     )
+    task: Task | None = Field(None, description="What the model predicts.")
+    spec: ModelSpec | None = Field(None, description="The spec the model was built from.")
     description: str = ""
     created_at: datetime = Field(default_factory=utc_now)

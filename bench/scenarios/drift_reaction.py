@@ -1,7 +1,8 @@
 """Drift reaction: how fast the loop notices a known drift and serves a model that fits again.
 
-Reads the loop runs that the served-accuracy scenario made (``bench.loop_runs``) for the
-streams with a known drift position: SEA and Agrawal, abrupt and gradual. Per stream:
+Reads the loop runs that the served-score scenario made (``bench.loop_runs``) for the
+classification streams with a known drift position: SEA and Agrawal, abrupt and gradual, and
+LED. Per stream:
 
 - events from the drift to the first drift event the loop published at or after it, against
   the same detector (monitoring's ``DriftWatch`` with the default settings) watching the error
@@ -19,7 +20,14 @@ import statistics
 from collections.abc import Sequence
 
 from bench.harness import Context, Figure, median_figure
-from bench.loop_runs import LoopStream, loop_reports, loop_streams, prequential_hits, served_hits
+from bench.loop_runs import (
+    LoopStream,
+    is_regression,
+    loop_reports,
+    loop_streams,
+    prequential_hits,
+    served_hits,
+)
 from services.core.demo import LoopReport
 from services.core.settings import MonitoringSettings
 from services.monitoring.detectors import DriftWatch
@@ -122,7 +130,7 @@ def run(ctx: Context) -> list[Figure]:
     figures = []
     for stream in loop_streams(ctx.quick):
         drift_at = stream.scenario.drift_at
-        if drift_at is None:
+        if drift_at is None or is_regression(stream):
             continue
         reports = loop_reports(ctx, stream)
         in_process = prequential_hits(stream)

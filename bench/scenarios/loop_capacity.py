@@ -304,12 +304,10 @@ def _wait_until_serving(settings: Settings, services: list[ServiceProcess]) -> N
     with EddyClient(settings) as client:
         while True:
             _check(services)
-            try:
-                client.predict({}, timeout_s=2.0)
+            if client.serving_answers():
                 return
-            except PredictionTimeoutError:
-                if time.monotonic() > deadline:
-                    raise
+            if time.monotonic() > deadline:
+                raise PredictionTimeoutError("serving did not answer within 90 s")
 
 
 def _check(services: list[ServiceProcess]) -> None:

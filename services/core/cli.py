@@ -7,17 +7,26 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar, get_args
 
 import click
 from pydantic import ValidationError
 
-from services.core.datasets import BUNDLED, LOOP_STREAMS, rows_available
+from services.core.datasets import (
+    BINARY_DATASETS,
+    BUNDLED,
+    CLASSIFICATION_STREAMS,
+    rows_available,
+)
 from services.core.exceptions import EddyError, MessageTooLargeError
 from services.core.settings import Settings
+from services.core.topics import TopicRole
 
 F = TypeVar("F", bound=Callable[..., Any])
 RUNNABLE = ("ingest", "serving", "labeling", "training", "monitoring")
+#: Topics ``eddy tail`` reads, by role (every topic of ``infra/topics.toml``).
+TAILABLE = get_args(TopicRole)
 
 
 def _settings() -> Settings:
@@ -65,7 +74,7 @@ def main() -> None:
 @main.command()
 @click.option(
     "--stream",
-    type=click.Choice(LOOP_STREAMS),
+    type=click.Choice(CLASSIFICATION_STREAMS),
     default="sea",
     show_default=True,
     help="SEA or Agrawal (synthetic, drift halfway) or a bundled real dataset (no drift).",
@@ -221,7 +230,7 @@ def models() -> None:
 @click.option("--name", "model_name", default=None, help="Model name (default: serving's).")
 @click.option(
     "--dataset",
-    type=click.Choice(sorted(BUNDLED)),
+    type=click.Choice(BINARY_DATASETS),
     default="phishing",
     show_default=True,
     help="Bundled dataset.",
@@ -233,6 +242,7 @@ def models_publish(model_name: str | None, dataset: str, warmup: int) -> None:
 
     from services.core import registry
     from services.core.datasets import default_classifier, stream
+    from services.core.feature_schema import FeatureSchema
 
     settings = _settings()
     model = default_classifier()
@@ -243,6 +253,8 @@ def models_publish(model_name: str | None, dataset: str, warmup: int) -> None:
         model_name or settings.model_name,
         registry.serialize_river(model),
         trigger="manual",
+        feature_names=list(FeatureSchema.load(BUNDLED[dataset][1]).features),
+        task="binary",
         description=f"warm-up on {warmup} rows of {dataset}",
     )
     click.echo(f"published {version.model_name} v{version.version} ({version.artifact_uri})")
@@ -398,6 +410,155 @@ def schemas_check() -> None:
         click.echo(f"stale: {', '.join(stale)} (run `eddy schemas export`)", err=True)
         sys.exit(1)
     click.echo("schemas up to date")
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--target", required=True, help="The column that holds the label.")
+@click.option(
+    "--schema",
+    "schema_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A feature schema (TOML) to use instead of inferring one from the file.",
+)
+@click.option(
+    "--models",
+    default="auto",
+    show_default=True,
+    help="Candidates: auto, a name in infra/models/ (binary, multiclass, regression) or a path.",
+)
+@click.option(
+    "--rate", default=500.0, show_default=True, callback=_positive, help="Events per second."
+)
+@_count_option("--label-delay", 100, "Events each label lags.")
+@click.option("--events", type=click.IntRange(min=1), default=None, help="Only the first N rows.")
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Also write the summary as JSON here.",
+)
+def replay(
+    file: Path,
+    target: str,
+    schema_path: Path | None,
+    models: str,
+    rate: float,
+    label_delay: int,
+    events: int | None,
+    summary_json: Path | None,
+) -> None:
+    """Stream your own CSV or JSON-lines file through the whole loop, and score what it served.
+
+    Labels come from the --target column, each sent --label-delay events late. Without
+    --schema, the feature schema is inferred and written beside the file for review.
+    """
+    import json
+
+    from services.core.replay import Replay, run_replay
+
+    plan = Replay(
+        path=file,
+        target=target,
+        rate=rate,
+        label_delay=label_delay,
+        events=events,
+        schema=schema_path,
+        models=models,
+    )
+    summary = run_replay(_settings(), click.echo, plan)
+    for line in summary.lines():
+        click.echo(line)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary.as_json(), indent=2) + "\n", encoding="utf-8")
+        click.echo(f"  summary JSON    {summary_json}")
+
+
+@models.command("leaderboard")
+@click.option("--json", "as_json", is_flag=True, help="The board as JSON, for scripts.")
+def models_leaderboard(as_json: bool) -> None:
+    """The candidates training races, best first, with their live scores."""
+    import json
+
+    from services.core.state import connect_redis, leaderboard_key
+
+    settings = _settings()
+    raw = connect_redis(settings).get(leaderboard_key(settings.topic_prefix, settings.model_name))
+    if raw is None:
+        raise click.ClickException(
+            f"no leaderboard for model {settings.model_name!r}: is training running "
+            "(EDDY_MODEL_NAME, EDDY_TOPIC_PREFIX)?"
+        )
+    board = json.loads(raw)
+    if as_json:
+        click.echo(json.dumps(board, indent=2))
+        return
+    click.echo(f"{'':2}{'rank':>4}  {'candidate':<24} {'score':>8}  {'examples':>9}  {'ex/s':>8}")
+    for row in board["candidates"]:
+        score = "-" if row["score"] is None else f"{row['score']:.4f}"
+        click.echo(
+            f"{'*' if row['champion'] else ' ':2}{row['rank']:>4}  {row['candidate']:<24} "
+            f"{score:>8}  {row['examples']:>9}  {row['examples_per_s']:>8.0f}"
+            + (f"  ({row['behind']} behind)" if row["behind"] else "")
+        )
+    click.echo(
+        f"metric: {board['candidates'][0]['metric'] if board['candidates'] else '-'}; * serves"
+    )
+
+
+@models.command("prune")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--json", "as_json", is_flag=True, help="What was removed, as JSON.")
+def models_prune(dry_run: bool, as_json: bool) -> None:
+    """Remove artifacts in the registry folder that no version on `models` names.
+
+    The folder outlives stacks (an embedded broker forgets its topics when it stops), so it
+    keeps artifacts no running stack knows; this frees them.
+    """
+    import json
+
+    from services.core.registry import orphaned_artifacts, read_versions
+
+    settings = _settings()
+    orphans = orphaned_artifacts(settings.registry_dir, read_versions(settings))
+    freed = sum(path.stat().st_size for path in orphans)
+    if not dry_run:
+        for path in orphans:
+            path.unlink(missing_ok=True)
+    if as_json:
+        click.echo(
+            json.dumps({"removed": [str(p) for p in orphans], "bytes": freed, "dry_run": dry_run})
+        )
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(orphans)} artifacts ({freed / 1e6:.1f} MB) in {settings.registry_dir}")
+
+
+@main.command()
+@click.argument("topic", type=click.Choice(TAILABLE))
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest message kept.")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N messages.")
+@click.option(
+    "--idle-exit",
+    type=float,
+    default=None,
+    help="Stop after this many seconds without a message (default: follow until Ctrl-C).",
+)
+def tail(topic: str, from_beginning: bool, count: int | None, idle_exit: float | None) -> None:
+    """Print what the loop produced on a topic, one JSON object a line.
+
+    Follows the topic from its end (or --from-beginning) until Ctrl-C, --count or --idle-exit.
+    """
+    from services.core.tailing import follow
+    from services.core.topics import Topics
+
+    settings = _settings()
+    name = Topics(settings.topic_prefix)(topic)  # type: ignore[arg-type]  # a TopicRole choice
+    for shown, value in enumerate(follow(settings, name, from_beginning, idle_exit), start=1):
+        click.echo(value)
+        if count is not None and shown >= count:
+            break
 
 
 if __name__ == "__main__":

@@ -119,6 +119,20 @@ class EddyClient:
             raise PredictionFailedError(reply.error)
         return reply
 
+    def serving_answers(self, timeout_s: float = 2.0) -> bool:
+        """True when serving answers a request within ``timeout_s`` (even with a refusal).
+
+        The probe sends no features, so a serving that checks them refuses it: an answer all
+        the same, which is all a start-up wait needs to know.
+        """
+        try:
+            self.predict({}, timeout_s=timeout_s)
+        except PredictionFailedError:
+            return True
+        except PredictionTimeoutError:
+            return False
+        return True
+
     def _reply_consumer(self) -> Consumer:
         """Reads replies from the end of every partition, assigned at first use."""
         if self._replies is None:

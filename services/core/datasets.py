@@ -18,7 +18,12 @@ from schemas.base import Features, Target
 Row = tuple[Features, Target]
 
 #: Bundled datasets (no download): name → (River class, feature schema name).
-BUNDLED = {"phishing": ("Phishing", "phishing"), "bananas": ("Bananas", "bananas")}
+BUNDLED = {
+    "phishing": ("Phishing", "phishing"),
+    "bananas": ("Bananas", "bananas"),
+    "segments": ("ImageSegments", "segments"),
+    "trump": ("TrumpApproval", "trump"),
+}
 
 #: Agrawal's concepts before and after the drift (River numbers them 0-9). Function 4 puts an
 #: applicant in group A by age-dependent bands of salary and loan (most are in group B);
@@ -28,8 +33,14 @@ BUNDLED = {"phishing": ("Phishing", "phishing"), "bananas": ("Bananas", "bananas
 #: error rate sharply (as concept drift detectors watch for) and the new concept is learnable.
 AGRAWAL_BEFORE, AGRAWAL_AFTER = 4, 6
 
-#: Streams the loop can play, each with a feature schema of the same name in infra/features/.
-LOOP_STREAMS = ("sea", "agrawal", *BUNDLED)
+#: Streams the loop can play, each with a feature schema of the same name in infra/features/:
+#: binary (SEA, Agrawal, Phishing, Bananas), multi-class (LED, ImageSegments) and regression
+#: (Friedman, TrumpApproval); the synthetic ones drift where asked.
+LOOP_STREAMS = ("sea", "agrawal", "led", "friedman", *BUNDLED)
+#: Those with classes, which ``eddy demo`` plays (its summary is in accuracy).
+CLASSIFICATION_STREAMS = ("sea", "agrawal", "led", "phishing", "bananas", "segments")
+#: The bundled binary datasets, which ``eddy models publish`` warms its logistic model on.
+BINARY_DATASETS = ("bananas", "phishing")
 
 
 def rows_available(name: str) -> int | None:
@@ -123,6 +134,42 @@ def agrawal_with_drift(
         yield dict(x), bool(y)
 
 
+def led_with_drift(
+    count: int, drift_at: int | None, seed: int = 42, drift_width: int = 0
+) -> Iterator[Row]:
+    """River's LED digits (10% noise, 17 irrelevant attributes), drifting at ``drift_at``.
+
+    After the drift, seven attributes swap roles (River's ``n_drift_features``): the segments
+    a model learned to read are no longer where it reads them.
+    """
+    from river.datasets import synth
+
+    before = synth.LEDDrift(seed=seed, noise_percentage=0.1, irrelevant_features=True)
+    after = synth.LEDDrift(
+        seed=seed + 1, noise_percentage=0.1, irrelevant_features=True, n_drift_features=7
+    )
+    for x, y in drifting(before, after, count, drift_at, drift_width, seed):
+        yield {f"x{k}": int(v) for k, v in x.items()}, int(y)
+
+
+def friedman_with_drift(
+    count: int, drift_at: int | None, seed: int = 42, drift_width: int = 0
+) -> Iterator[Row]:
+    """River's Friedman #1 regression, whose function changes at ``drift_at`` (None: never).
+
+    The drift is River's global recurring abrupt one (``gra``), placed at ``drift_at`` and not
+    recurring within the stream; ``drift_width`` > 0 mixes the two concepts over that many
+    events as the other streams do.
+    """
+    from river.datasets import synth
+
+    far = 10**9
+    before = synth.FriedmanDrift(drift_type="gra", position=(far, far + 1), seed=seed)
+    after = synth.FriedmanDrift(drift_type="gra", position=(0, far), seed=seed)
+    for x, y in drifting(before, after, count, drift_at, drift_width, seed):
+        yield {f"x{k}": float(v) for k, v in x.items()}, float(y)
+
+
 def loop_stream(
     name: str, count: int, drift_at: int | None = None, drift_width: int = 0, seed: int = 42
 ) -> list[Row]:
@@ -131,6 +178,10 @@ def loop_stream(
         return list(sea_with_drift(count, drift_at, seed, drift_width))
     if name == "agrawal":
         return list(agrawal_with_drift(count, drift_at, seed, drift_width))
+    if name == "led":
+        return list(led_with_drift(count, drift_at, seed, drift_width))
+    if name == "friedman":
+        return list(friedman_with_drift(count, drift_at, seed, drift_width))
     if name not in BUNDLED:
         raise ValueError(f"unknown stream {name!r}; choose one of {', '.join(LOOP_STREAMS)}")
     if drift_at is not None:

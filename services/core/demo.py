@@ -18,7 +18,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +29,7 @@ from pydantic import SecretStr
 from schemas import DeadLetter, DriftEvent, Label, ModelVersion, Prediction, RawEvent
 from schemas.base import Target
 from services.core.client import EddyClient, PredictionTimeoutError
-from services.core.datasets import loop_stream
+from services.core.datasets import Row, loop_stream
 from services.core.embedded import EmbeddedStack, tuned_for_embedded
 from services.core.kafka import create_topics, make_consumer, unsettled_groups
 from services.core.settings import Settings
@@ -190,8 +190,16 @@ def _pct(value: float | None) -> str:
 class LoopRun:
     """Starts the services, streams the scenario, and reads what comes out."""
 
-    def __init__(self, settings: Settings, scenario: Scenario, workdir: Path, echo: Echo) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        scenario: Scenario,
+        workdir: Path,
+        echo: Echo,
+        rows: list[Row] | None = None,
+    ) -> None:
         self.settings = settings
+        self.rows = rows
         self.scenario = scenario
         self.workdir = workdir
         self.echo = echo
@@ -224,12 +232,10 @@ class LoopRun:
         with EddyClient(self.settings) as client:
             while True:
                 self._check_services()
-                try:
-                    reply = client.predict({}, timeout_s=2.0)
+                if client.serving_answers():
                     break
-                except PredictionTimeoutError:
-                    if time.monotonic() - started > timeout_s:
-                        raise
+                if time.monotonic() - started > timeout_s:
+                    raise PredictionTimeoutError(f"serving did not answer within {timeout_s:.0f} s")
         # Every service must have joined its group before the stream starts: otherwise the
         # first events wait in the topics while the five joins finish, and the first trained
         # version comes hundreds of events later than it would in a running deployment.
@@ -242,7 +248,7 @@ class LoopRun:
                 )
             time.sleep(0.1)
         self.echo(
-            f"serving v{reply.model_version} answered and every service joined after "
+            f"serving answered and every service joined after "
             f"{time.monotonic() - started:.1f} s; streaming {self.scenario.events} events "
             f"at {self.scenario.rate:.0f}/s, labels {self.scenario.label_delay} events late"
             + (
@@ -259,7 +265,7 @@ class LoopRun:
 
     def _stream(self) -> None:
         s = self.scenario
-        rows = loop_stream(s.stream, s.events, s.drift_at, s.drift_width, s.seed)
+        rows = self.rows or loop_stream(s.stream, s.events, s.drift_at, s.drift_width, s.seed)
         outputs = self._consumer(("predictions", "dlq", "drift", "models"))
         pending_labels: list[Label] = []
         started = time.monotonic()
@@ -389,30 +395,47 @@ def loop_settings(
     )
 
 
-def run_demo(settings: Settings, echo: Echo, scenario: Scenario | None = None) -> LoopReport:
-    """Run the loop on the configured endpoints, or on an embedded stack when there are none."""
-    scenario = scenario or Scenario()
+@contextlib.contextmanager
+def loop_environment(settings: Settings, echo: Echo, model_name: str) -> Iterator[Settings]:
+    """Settings for one run of the loop: its own topics, registry and key, and a stack.
+
+    On the configured endpoints, or on an embedded stack (started here, stopped on exit) when
+    there are none. The run's folder (logs, registry) is the registry folder's parent.
+    """
     with contextlib.ExitStack() as cleanup:
-        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="eddy-demo-")))
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="eddy-loop-")))
         overrides: dict[str, object] = {
-            "topic_prefix": settings.topic_prefix or f"demo-{uuid.uuid4().hex[:6]}.",
+            "topic_prefix": settings.topic_prefix or f"{model_name}-{uuid.uuid4().hex[:6]}.",
             "registry_dir": workdir / "registry",
-            "model_name": scenario.stream,
+            "model_name": model_name,
         }
         if not settings.signing_key.get_secret_value():
             overrides["signing_key"] = SecretStr(secrets.token_hex(32))
-            echo("signing key: a random one for this demo (set EDDY_SIGNING_KEY to choose)")
+            echo("signing key: a random one for this run (set EDDY_SIGNING_KEY to choose)")
         if settings.is_embedded:
             echo("starting the embedded broker (tansu) and Redis (valkey-server)...")
             stack = cleanup.enter_context(EmbeddedStack(workdir=workdir / "stack"))
             overrides.update(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
             overrides["kafka"] = tuned_for_embedded(settings.kafka)
             echo(f"  broker {stack.kafka_bootstrap}, redis {stack.redis_url}")
-        configured = loop_settings(
-            settings.model_copy(update=overrides), feature_schema=scenario.stream
-        )
+        yield settings.model_copy(update=overrides)
+
+
+def run_loop(
+    settings: Settings, scenario: Scenario, echo: Echo, rows: list[Row] | None = None
+) -> LoopReport:
+    """Start the services, stream the scenario (or ``rows``), stop them; what came out."""
+    workdir = settings.registry_dir.parent
+    return LoopRun(settings, scenario, workdir, echo, rows).run()
+
+
+def run_demo(settings: Settings, echo: Echo, scenario: Scenario | None = None) -> LoopReport:
+    """Run the loop on the configured endpoints, or on an embedded stack when there are none."""
+    scenario = scenario or Scenario()
+    with loop_environment(settings, echo, scenario.stream) as base:
+        configured = loop_settings(base, feature_schema=scenario.stream)
         started = time.monotonic()
-        report = LoopRun(configured, scenario, workdir, echo).run()
+        report = run_loop(configured, scenario, echo)
         for line in report.summary():
             echo(line)
         echo(f"  wall time       {time.monotonic() - started:.1f} s")

@@ -107,6 +107,30 @@ PREQUENTIAL = Gauge(
     ["service", "model", "metric"],
     registry=REGISTRY,
 )
+CANDIDATE_SCORE = Gauge(
+    "eddy_candidate_score",
+    "Each candidate's prequential score over the recent window (the leaderboard).",
+    ["service", "model", "candidate", "metric"],
+    registry=REGISTRY,
+)
+CANDIDATE_ERRORS = Counter(
+    "eddy_candidate_errors_total",
+    "Examples a candidate failed to predict or learn (the others learned them).",
+    ["service", "model", "candidate"],
+    registry=REGISTRY,
+)
+CHAMPION = Gauge(
+    "eddy_champion",
+    "1 for the candidate whose model serving gets, 0 for the others.",
+    ["service", "model", "candidate"],
+    registry=REGISTRY,
+)
+DRIFT_REACTIONS = Counter(
+    "eddy_drift_reactions_total",
+    "Drift events training reacted to, by kind and configured reaction.",
+    ["service", "model", "kind", "reaction"],
+    registry=REGISTRY,
+)
 DRIFT_EVENTS = Counter(
     "eddy_drift_events_total",
     "Drift events published.",

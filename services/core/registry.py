@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlparse
 from confluent_kafka import Producer, TopicPartition
 
 from schemas import ModelVersion, OffsetRange
-from schemas.models import Flavour, Trigger
+from schemas.models import Flavour, ModelSpec, Task, Trigger
 from services.core.exceptions import ArtifactError
 from services.core.kafka import end_offsets, make_consumer, make_producer
 from services.core.settings import Settings
@@ -77,6 +77,17 @@ class ArtifactStore:
             return path.read_bytes()
         except OSError as exc:
             raise ArtifactError(f"cannot read artifact {uri}: {exc.strerror}") from exc
+
+
+def orphaned_artifacts(root: Path, history: list[ModelVersion]) -> list[Path]:
+    """Artifact files under ``root`` that no version in ``history`` names.
+
+    The registry folder outlives stacks (an embedded broker forgets its ``models`` topic when
+    it stops), so it keeps artifacts no running stack knows; these can go.
+    """
+    named = {Path(unquote(urlparse(v.artifact_uri).path)).resolve() for v in history}
+    found = sorted(p.resolve() for p in root.glob("*/v*.bin") if p.is_file())
+    return [path for path in found if path not in named]
 
 
 def serialize_river(model: Any) -> bytes:
@@ -137,6 +148,8 @@ def publish(
     lineage: list[OffsetRange] | None = None,
     feature_names: list[str] | None = None,
     classes: list[Any] | None = None,
+    task: Task | None = None,
+    spec: ModelSpec | None = None,
     description: str = "",
     version: int | None = None,
     producer: Producer | None = None,
@@ -165,6 +178,8 @@ def publish(
         lineage=lineage or [],
         feature_names=feature_names or [],
         classes=classes,
+        task=task,
+        spec=spec,
         description=description,
     )
     announce(settings, message, producer)

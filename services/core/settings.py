@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.drift import DriftKind
 
 DEFAULT_HOME = Path.home() / ".eddy"
 
@@ -112,11 +114,52 @@ class LabelingSettings(_Group):
     )
 
 
-class TrainingSettings(_Group):
-    """When training publishes versions, and the rule a drift-triggered version must pass."""
+DriftReaction = Literal["retrain", "alert", "ignore"]
 
+
+def _default_reactions() -> dict[DriftKind, DriftReaction]:
+    """Retrain on concept drift only: data drift alone does not make a model worse."""
+    return {"concept": "retrain", "data": "alert", "prediction": "alert", "label_coverage": "alert"}
+
+
+class TrainingSettings(_Group):
+    """The candidates, how the champion is chosen, when versions are published, drift reactions."""
+
+    models: str = Field(
+        "auto",
+        description="Candidates: 'auto' (one default model for the target), a name in "
+        "infra/models/ or a path to a models TOML file. A no-change baseline always runs too.",
+    )
+    score_window: int = Field(
+        1000, ge=10, description="Recent examples each candidate's prequential scores are over."
+    )
+    selection_metric: Literal["auto", "accuracy", "macro_f1", "log_loss", "mae", "rmse", "r2"] = (
+        Field(
+            "auto",
+            description="What selection compares ('auto': accuracy for classes, MAE for numbers).",
+        )
+    )
+    selection_min_gap: float = Field(
+        0.01,
+        ge=0,
+        description="How far ahead a candidate must be to take over, relative to the champion's "
+        "value (0.01: 1% better).",
+    )
+    selection_min_examples: int = Field(
+        500, ge=0, description="Examples learned before selection may switch at all."
+    )
+    selection_cooldown: int = Field(
+        1000, ge=0, description="Examples after a switch before another."
+    )
+    selection_every: int = Field(100, ge=1, description="Examples between two selection checks.")
     publish_every: int = Field(
-        1000, ge=1, description="Publish a scheduled version every N examples learned."
+        250, ge=1, description="Publish a scheduled version every N examples learned."
+    )
+    publish_interval_s: float = Field(
+        5.0,
+        ge=0,
+        description="Also publish when this long has passed since the last version and "
+        "something was learned (0: by examples only).",
     )
     first_interval: int = Field(
         10,
@@ -128,10 +171,25 @@ class TrainingSettings(_Group):
         2000, ge=10, description="Recent examples kept to retrain from after a drift."
     )
     validation_window: int = Field(
-        200, ge=10, description="Most recent examples a drift-triggered version is validated on."
+        200, ge=10, description="Most recent examples a drift-retrained model is judged on."
+    )
+    drift_reactions: dict[DriftKind, DriftReaction] = Field(
+        default_factory=_default_reactions,
+        description="What each kind of drift event leads to: retrain (every candidate), alert "
+        "(a warning in training's log and a counter), ignore. As JSON; kinds left out keep "
+        "their default.",
+    )
+    drift_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="A retrained model replaces a candidate only if better on the held-out "
+        "examples by a paired test at this significance.",
     )
     min_gain: float = Field(
-        0.0, description="A drift-triggered version must beat serving's accuracy by at least this."
+        0.0,
+        description="A retrained model must also lower the mean loss (error rate, or absolute "
+        "error) by at least this.",
     )
     fetch_wait_ms: int = Field(
         0,
@@ -139,6 +197,13 @@ class TrainingSettings(_Group):
         description="How long training's fetches wait for data to pile up (bigger batches; 0: off, "
         "as each wait delays the next version)",
     )
+
+    @field_validator("drift_reactions", mode="after")
+    @classmethod
+    def _every_kind(
+        cls, reactions: dict[DriftKind, DriftReaction]
+    ) -> dict[DriftKind, DriftReaction]:
+        return {**_default_reactions(), **reactions}
 
 
 class MonitoringSettings(_Group):

@@ -27,6 +27,11 @@ def connect_redis(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
 
 
+def leaderboard_key(prefix: str, model_name: str) -> str:
+    """Where training keeps its leaderboard as JSON (``eddy models leaderboard`` reads it)."""
+    return f"eddy:{prefix}training:{model_name}:leaderboard"
+
+
 #: SET key 1 EX ttl for every key: one command for a whole batch's ids.
 _REMEMBER = """
 for _, key in ipairs(KEYS) do

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from schemas import DeadLetter
 from schemas.events import RejectReason
 from services.core import metrics
+from services.core.rejection import Rejection
 
 log = logging.getLogger(__name__)
 
@@ -153,21 +154,40 @@ def decode_batch(
     service: str,
     dlq_topic: str,
     effects: Effects,
+    check: Callable[[PayloadT], PayloadT | Rejection] | None = None,
 ) -> list[tuple[PayloadT, bytes]]:
     """Each valid message as ``model`` with its raw JSON; a dead letter queued for each other.
 
     ``decode`` for a whole batch, with the model's validator looked up once: labeling decodes
     two messages per event, and the calls around each validation cost as much as a small
-    model's validation itself.
+    model's validation itself. ``check`` is a further rule a valid item must pass (a label
+    must fit the target); it returns the item, a normalised copy of it, or a ``Rejection``.
     """
     validate = model.__pydantic_validator__.validate_json
     valid: list[tuple[PayloadT, bytes]] = []
     for message in messages:
         raw = message.value() or b""
         try:
-            valid.append((validate(raw), raw))
+            item = validate(raw)
         except ValidationError as error:
             _reject(message, error, service, dlq_topic, effects)
+            continue
+        if check is not None:
+            checked = check(item)
+            if isinstance(checked, Rejection):
+                reject(
+                    message,
+                    service,
+                    dlq_topic,
+                    effects,
+                    checked.reason,
+                    checked.detail,
+                    checked.event_id,
+                )
+                continue
+            if checked is not item:  # normalised: the raw JSON must say what the item says
+                item, raw = checked, checked.model_dump_json().encode()
+        valid.append((item, raw))
     return valid
 
 
@@ -175,9 +195,22 @@ def _reject(
     message: Message, error: ValidationError, service: str, dlq_topic: str, effects: Effects
 ) -> None:
     """Count an invalid input and queue its dead letter, which says why."""
-    reason = validation_reason(error)
+    reject(message, service, dlq_topic, effects, validation_reason(error), describe(error))
+
+
+def reject(
+    message: Message,
+    service: str,
+    dlq_topic: str,
+    effects: Effects,
+    reason: RejectReason,
+    detail: str,
+    event_id: str | None = None,
+) -> None:
+    """Count an input that cannot be handled and queue its dead letter, which says why."""
     metrics.REJECTED.labels(service, reason).inc()
-    effects.emit(dlq_topic, message.key(), dead_letter(message, service, reason, describe(error)))
+    letter = dead_letter(message, service, reason, detail, event_id)
+    effects.emit(dlq_topic, message.key(), letter)
 
 
 class StopSignal:

@@ -8,11 +8,12 @@ from confluent_kafka import Message
 
 from schemas.base import Features
 from services.core import metrics
+from services.core.feature_schema import FeatureSchema
+from services.core.rejection import Rejection
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.state import Deduplicator, FeatureStore
 from services.core.stream import BatchHandler, Effects, dead_letter
-from services.ingest.feature_schema import FeatureSchema, Rejection
 from services.ingest.validation import CleanEvent, validate_raw
 
 SERVICE = "ingest"

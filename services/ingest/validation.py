@@ -10,8 +10,9 @@ from pydantic import ValidationError
 
 from schemas import RawEvent
 from schemas.base import Features, utc_now
+from services.core.feature_schema import FeatureSchema, check_features
+from services.core.rejection import Rejection
 from services.core.stream import describe, validation_reason
-from services.ingest.feature_schema import FeatureSchema, Rejection, check_features
 
 
 class CleanEvent(NamedTuple):

@@ -20,10 +20,13 @@ from confluent_kafka import Message
 
 from schemas import Label, LabelingTask, Prediction
 from services.core import metrics
+from services.core.feature_schema import FeatureSchema
 from services.core.kafka import batching_fetches
+from services.core.rejection import Rejection
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, DeferredEffects, Effects, decode_batch
+from services.core.target import same_value
 from services.labeling.counts import LabelingCounts, LabelOutcome
 from services.labeling.examples import training_example_json
 from services.labeling.pending import PendingEvent, PendingStore
@@ -92,6 +95,7 @@ class Labeling:
             shards=settings.labeling.redis_shards,
         )
         self.task_uncertainty = settings.labeling.task_uncertainty
+        self.target = FeatureSchema.load(settings.ingest.feature_schema).target
         self.predictions_topic = runtime.topics("predictions")
         self.labels_topic = runtime.topics("labels")
         self.examples_topic = runtime.topics("training_examples")
@@ -142,7 +146,11 @@ class Labeling:
             keep=lambda p: p.variant == "champion",
         )
         labels = self._decode_unique(
-            batches.get(self.labels_topic, ()), Label, effects, repeats=outcomes
+            batches.get(self.labels_topic, ()),
+            Label,
+            effects,
+            repeats=outcomes,
+            check=self._fits_target,
         )
         sent = self.store.send_exchange(
             {i: raw for i, (_item, raw) in predictions.items()},
@@ -248,15 +256,17 @@ class Labeling:
         effects: Effects,
         keep: Callable[[EventT], bool] | None = None,
         repeats: Counter[LabelOutcome] | None = None,
+        check: Callable[[EventT], EventT | Rejection] | None = None,
     ) -> dict[str, tuple[EventT, bytes]]:
         """Valid inputs by event id with their raw JSON, the first of each id in the batch.
 
         Repeats within the batch count as ``duplicate`` labels when ``repeats`` is given, else
-        as ignored inputs.
+        as ignored inputs. An input that fails ``check`` is a dead letter.
         """
         unique: dict[str, tuple[EventT, bytes]] = {}
         repeated = 0
-        for item, raw in decode_batch(messages, model, SERVICE, self.dlq_topic, effects):
+        decoded = decode_batch(messages, model, SERVICE, self.dlq_topic, effects, check)
+        for item, raw in decoded:
             if keep is not None and not keep(item):
                 continue
             if item.event_id in unique:
@@ -269,6 +279,15 @@ class Labeling:
             self.counts.ignored(repeated)
             self.duplicates.inc(repeated)
         return unique
+
+    def _fits_target(self, label: Label) -> Label | Rejection:
+        """The label as the target takes it, or why it does not fit (a dead letter)."""
+        value = self.target.check(label.label)
+        if isinstance(value, Rejection):
+            return Rejection(value.reason, value.detail, label.event_id)
+        return (
+            label if same_value(value, label.label) else label.model_copy(update={"label": value})
+        )
 
     def _fresh(
         self, items: dict[str, tuple[EventT, bytes]], states: dict[str, PendingEvent]

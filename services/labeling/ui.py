@@ -22,8 +22,11 @@ from pydantic import ValidationError
 
 from schemas import Label, LabelingTask
 from schemas.base import Target
+from services.core.feature_schema import FeatureSchema
 from services.core.kafka import end_offsets, make_consumer, make_producer
+from services.core.rejection import Rejection
 from services.core.settings import Settings
+from services.core.target import TargetSpec
 from services.core.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -37,8 +40,21 @@ READ_TIMEOUT_S = 10.0
 PAGE_SIZE = 50
 
 
-def parse_answer(text: str, guess: Target) -> Target:
-    """The answer typed like the model's guess (``true`` → True for a boolean model)."""
+def parse_answer(text: str, guess: Target, target: TargetSpec | None = None) -> Target:
+    """The answer typed like the model's guess (``true`` → True for a boolean model).
+
+    With the deployment's ``target``, the answer must also fit it (one of its classes, say).
+    """
+    answer = _typed_like(text, guess)
+    if target is None:
+        return answer
+    checked = target.check(answer)
+    if isinstance(checked, Rejection):
+        raise ValueError(checked.detail)
+    return checked
+
+
+def _typed_like(text: str, guess: Target) -> Target:
     value = text.strip()
     if isinstance(guess, bool):
         if value.lower() in ("true", "1", "yes"):
@@ -61,6 +77,7 @@ class TaskBoard:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
+        self.target = FeatureSchema.load(settings.ingest.feature_schema).target
         self.tasks: dict[str, LabelingTask] = {}
         self.answered: set[str] = set()
         self.lock = threading.Lock()
@@ -111,7 +128,11 @@ class TaskBoard:
             task = self.tasks.get(event_id)
         if task is None:
             raise LookupError(f"no open task for event {event_id[:80]!r}")
-        label = Label(event_id=event_id, label=parse_answer(text, task.prediction), source="human")
+        label = Label(
+            event_id=event_id,
+            label=parse_answer(text, task.prediction, self.target),
+            source="human",
+        )
         self.producer.produce(
             self.topics("labels"), label.model_dump_json().encode(), event_id.encode()
         )
@@ -123,14 +144,16 @@ class TaskBoard:
         return label
 
 
-def render(tasks: list[LabelingTask], notice: str = "") -> str:
-    """The page: one form per open task."""
+def render(tasks: list[LabelingTask], notice: str = "", target: TargetSpec | None = None) -> str:
+    """The page: one form per open task, a button per class where the classes are known."""
     rows = []
     for task in tasks:
         features = ", ".join(
             f"{html.escape(k)}={html.escape(str(v))}" for k, v in sorted(task.features.items())
         )
         choices = ["true", "false"] if isinstance(task.prediction, bool) else []
+        if target is not None and target.classes is not None:
+            choices = [html.escape(str(c)) for c in target.classes]
         buttons = (
             "".join(f'<button name="label" value="{c}">{c}</button> ' for c in choices)
             or '<input name="label" required maxlength="200"> <button>send</button>'
@@ -166,7 +189,7 @@ def make_handler(board: TaskBoard) -> type[BaseHTTPRequestHandler]:
             if self.path.split("?")[0] != "/":
                 self._send(HTTPStatus.NOT_FOUND, "not found: the page is /")
                 return
-            self._send(HTTPStatus.OK, render(board.open_tasks()), "text/html")
+            self._send(HTTPStatus.OK, render(board.open_tasks(), target=board.target), "text/html")
 
         def do_POST(self) -> None:
             if self.path != "/label":
@@ -198,7 +221,9 @@ def make_handler(board: TaskBoard) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.SERVICE_UNAVAILABLE, str(error))
             else:
                 notice = f"Thanks: {label.event_id} labelled {label.label}."
-                self._send(HTTPStatus.OK, render(board.open_tasks(), notice), "text/html")
+                self._send(
+                    HTTPStatus.OK, render(board.open_tasks(), notice, board.target), "text/html"
+                )
 
         def _send(self, status: HTTPStatus, text: str, kind: str = "text/plain") -> None:
             body = text.encode()

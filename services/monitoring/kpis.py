@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from services.core.exceptions import ConfigurationError
 from services.core.topics import infra_path
 
-KpiName = Literal["accuracy", "label_coverage"]
+KpiName = Literal["accuracy", "mae", "label_coverage"]
 
 
 class KpiRule(BaseModel):

@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, get_args
 
 from confluent_kafka import Message
 
@@ -39,9 +39,12 @@ from schemas import Alert, DriftEvent, Prediction, TrainingExample
 from schemas.alerts import AlertState
 from schemas.base import Features, Target
 from schemas.drift import DriftKind
+from schemas.models import Task
 from services.core import metrics
 from services.core.checkpoint import Checkpointing, CheckpointStore
+from services.core.feature_schema import FeatureSchema
 from services.core.kafka import batching_fetches
+from services.core.rolling import RollingMean
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, Effects, decode
@@ -49,7 +52,7 @@ from services.core.topics import Topics
 from services.monitoring.coverage import SUBJECT as COVERAGE_SUBJECT
 from services.monitoring.coverage import LabelCoverage
 from services.monitoring.detectors import DriftWatch, Finding, RollingAccuracy
-from services.monitoring.kpis import KpiWatch, load_rules
+from services.monitoring.kpis import KpiName, KpiWatch, load_rules
 from services.monitoring.reference import CategoryWatch, DistributionWatch
 
 SERVICE = "monitoring"
@@ -131,12 +134,12 @@ class Quality:
             config.coverage_cooldown_s,
         )
         self.accuracy = RollingAccuracy(config.kpi_window)
+        self.mae = RollingMean(config.kpi_window)
         self.min_accuracy_window = min(config.kpi_window, max(config.min_events, 1))
         self.kpis = KpiWatch(load_rules(config.kpi_rules, settings.model_name))
         self.model_version: int | None = None
         self.gauges = {
-            kpi: metrics.KPI.labels(SERVICE, self.model_name, kpi)
-            for kpi in ("accuracy", "label_coverage")
+            kpi: metrics.KPI.labels(SERVICE, self.model_name, kpi) for kpi in get_args(KpiName)
         }
         for rule in self.kpis.rules:
             metrics.KPI_BREACH.labels(SERVICE, self.model_name, rule.kpi).set(0)
@@ -149,6 +152,9 @@ class Quality:
         accuracy = self.accuracy.value
         if accuracy is not None and len(self.accuracy) >= self.min_accuracy_window:
             current["accuracy"] = (accuracy, len(self.accuracy))
+        mae = self.mae.value
+        if mae is not None and len(self.mae) >= self.min_accuracy_window:
+            current["mae"] = (mae, len(self.mae))
         coverage = self.coverage.value()
         if coverage is not None:
             current["label_coverage"] = coverage
@@ -199,11 +205,13 @@ class ExamplesHandler:
         topics: Topics,
         publisher: DriftPublisher,
         quality: Quality | None = None,
+        task: Task = "binary",
     ) -> None:
         config = settings.monitoring
         self.publisher = publisher
         self.quality = quality or Quality(settings, topics, publisher)
         self.dlq_topic = topics("dlq")
+        self.regression = task == "regression"
         self.errors = DriftWatch(
             ERROR_SUBJECT,
             config.concept_delta,
@@ -219,7 +227,10 @@ class ExamplesHandler:
         return self.quality.accuracy
 
     def __call__(self, messages: Sequence[Message]) -> Effects:
-        """Learn each example's error; a ``concept`` event when the error rate went up."""
+        """Learn each example's error; a ``concept`` event when the error went up.
+
+        The error is whether the class was wrong, or the absolute error of a number.
+        """
         effects = Effects()
         quality = self.quality
         now = time.time()
@@ -232,9 +243,14 @@ class ExamplesHandler:
             quality.coverage.labeled_at(event_time)
             if example.model_version is not None:
                 quality.model_version = example.model_version
-            correct = example.prediction == example.label
-            quality.accuracy.update(correct)
-            finding = self.errors.update(0.0 if correct else 1.0)
+            if self.regression:
+                error = abs(float(example.prediction) - float(example.label))
+                quality.mae.update(error)
+            else:
+                correct = example.prediction == example.label
+                quality.accuracy.update(correct)
+                error = 0.0 if correct else 1.0
+            finding = self.errors.update(error)
             if finding is not None:
                 self.publisher.publish(effects, "concept", finding, message, example.model_version)
         if messages:
@@ -318,18 +334,24 @@ class PredictionsHandler:
 
 
 class DataWatches:
-    """Data drift: one watch per numeric feature served, created on first sight."""
+    """Data drift: one watch per numeric feature served, created on first sight.
 
-    def __init__(self, settings: Settings, publisher: DriftPublisher) -> None:
+    Features declared time-like (a date, a counter) are not watched: they drift by nature.
+    """
+
+    def __init__(
+        self, settings: Settings, publisher: DriftPublisher, time_like: frozenset[str] = frozenset()
+    ) -> None:
         self.config = settings.monitoring
         self.publisher = publisher
+        self.time_like = time_like
         self.watches: dict[str, DriftWatch | DistributionWatch] = {}
 
     def learn(self, effects: Effects, features: Features, message: Message) -> None:
         """Learn every numeric feature value; a ``data`` event per feature that drifted."""
         watches = self.watches
         for name, value in features.items():
-            if isinstance(value, str):
+            if isinstance(value, str) or name in self.time_like:
                 continue
             watch = watches.get(name)
             if watch is None:
@@ -365,10 +387,14 @@ class Monitor:
     """The three handlers over one publisher and one set of KPIs, and their state as a whole."""
 
     def __init__(self, settings: Settings, topics: Topics) -> None:
+        schema = FeatureSchema.load(settings.ingest.feature_schema)
+        time_like = frozenset(name for name, spec in schema.features.items() if spec.time_like)
         publisher = DriftPublisher(settings, topics)
         self.quality = Quality(settings, topics, publisher)
-        self.examples = ExamplesHandler(settings, topics, publisher, self.quality)
-        self.data = DataWatches(settings, publisher)
+        self.examples = ExamplesHandler(
+            settings, topics, publisher, self.quality, schema.target.type
+        )
+        self.data = DataWatches(settings, publisher, time_like)
         self.predictions = PredictionsHandler(settings, topics, publisher, self.quality, self.data)
         self.handlers: dict[str, BatchHandler] = {
             topics("training_examples"): self.examples,
@@ -381,6 +407,7 @@ class Monitor:
         return {
             "errors": self.examples.errors,
             "accuracy": quality.accuracy,
+            "mae": quality.mae,
             "coverage": quality.coverage,
             "breached": quality.kpis.breached,
             "model_version": quality.model_version,
@@ -400,6 +427,7 @@ class Monitor:
         quality = self.quality
         self.examples.errors = state["errors"]
         quality.accuracy = state["accuracy"]
+        quality.mae = state["mae"]
         quality.coverage = state["coverage"]
         quality.kpis.breached = state["breached"]
         quality.model_version = state["model_version"]

@@ -11,6 +11,8 @@ from confluent_kafka import Message
 from schemas import FeatureEvent, PredictionReply, PredictionRequest
 from schemas.predictions import prediction_json
 from services.core import metrics
+from services.core.feature_schema import FeatureSchema, check_features
+from services.core.rejection import Rejection
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, Effects, dead_letter, decode
@@ -66,10 +68,15 @@ class FeaturesHandler:
 
 
 class RequestsHandler:
-    """Answers request/reply calls on ``prediction.replies``, keyed by correlation id."""
+    """Answers request/reply calls on ``prediction.replies``, keyed by correlation id.
+
+    A request's features are checked against the feature schema as ingest checks a raw event's:
+    an unknown, missing or out-of-range feature is an error in the reply, not a silent default.
+    """
 
     def __init__(self, runtime: Runtime, watcher: ModelWatcher) -> None:
         self.watcher = watcher
+        self.schema = FeatureSchema.load(runtime.settings.ingest.feature_schema)
         self.replies_topic = runtime.topics("prediction_replies")
         self.dlq_topic = runtime.topics("dlq")
         self.model_name = runtime.settings.model_name
@@ -82,11 +89,14 @@ class RequestsHandler:
             request = decode(message, PredictionRequest, SERVICE, self.dlq_topic, effects)
             if request is None:
                 continue
-            if champion is None:
+            features = check_features(self.schema, request.features)
+            if isinstance(features, Rejection):
+                reply = self._error(request, f"{features.reason}: {features.detail}")
+            elif champion is None:
                 reply = self._error(request, "no model loaded yet")
             else:
                 try:
-                    label, proba = champion.predictor.predict(request.features)
+                    label, proba = champion.predictor.predict(features)
                     reply = PredictionReply(
                         correlation_id=request.correlation_id,
                         model_name=champion.version.model_name,

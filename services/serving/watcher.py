@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from schemas import ModelVersion
 from services.core import metrics
 from services.core.exceptions import ArtifactError
+from services.core.feature_schema import FeatureSchema
 from services.core.kafka import end_offsets, make_consumer
 from services.core.settings import Settings
 from services.core.topics import Topics
@@ -44,10 +45,11 @@ class ModelWatcher:
             f"eddy-model-watcher-{uuid.uuid4().hex}",
             **{"fetch.wait.max.ms": max(settings.kafka.fetch_wait_max_ms, WATCH_WAIT_MS)},
         )
+        self.features = set(FeatureSchema.load(settings.ingest.feature_schema).features)
         self.champion: LoadedModel | None = None
         self.ready = threading.Event()
         self._stopped = threading.Event()
-        for reason in ("malformed", "artifact"):
+        for reason in ("malformed", "artifact", "features"):
             metrics.MODELS_REFUSED.labels(service, reason)
         self._thread = threading.Thread(target=self._follow, name="model-watcher", daemon=True)
 
@@ -102,7 +104,22 @@ class ModelWatcher:
         return version if version.model_name == self.model_name else None
 
     def _try_swap(self, version: ModelVersion) -> bool:
-        """Load and swap in ``version``; on any failure keep the current model."""
+        """Load and swap in ``version``; on any failure keep the current model.
+
+        A version trained on other features than the deployment's schema is refused before
+        its artifact is read: it would answer every event from defaults.
+        """
+        if version.feature_names and set(version.feature_names) != self.features:
+            metrics.MODELS_REFUSED.labels(self.service, "features").inc()
+            log.error(
+                "model version refused: trained on other features",
+                extra={
+                    "version": version.version,
+                    "missing": sorted(self.features - set(version.feature_names))[:10],
+                    "unknown": sorted(set(version.feature_names) - self.features)[:10],
+                },
+            )
+            return False
         try:
             loaded = load_model(version, self.key)
         except ArtifactError as error:

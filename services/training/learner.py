@@ -1,18 +1,23 @@
-"""The online learner behind training: test-then-train, prequential score, drift retraining.
+"""The candidates behind training: each learns every example test-then-train, side by side.
 
-Pure logic, no I/O: the service feeds it examples and asks it for artifacts to publish.
+Pure logic, no I/O: the service feeds the race examples, asks it for the champion's model to
+publish, and lets the selection rule (selection.py) name a new champion.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from schemas.base import Features, Target
-from services.core.rolling_accuracy import RollingAccuracy
+from schemas.models import ModelSpec, Task
+from services.training.scores import Prequential
 
 #: Passes over the recent window when retraining after a drift: one pass over a few hundred
 #: examples leaves SGD short of convergence; three gets within a point of a long-trained model.
@@ -69,84 +74,196 @@ class Learned:
         return learned
 
 
-def accuracy(model: Any, examples: Sequence[Example]) -> float:
-    """Share of ``examples`` the model gets right (0 when there are none)."""
-    if not examples:
-        return 0.0
-    hits = sum(bool(model.predict_one(e.features) == e.label) for e in examples)
-    return float(hits) / len(examples)
+log = logging.getLogger(__name__)
+
+
+class Candidate:
+    """One model of the race: its spec, its prequential scores and recent losses."""
+
+    def __init__(self, spec: ModelSpec, model: Any, task: Task, window: int, recent: int) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.model = model
+        self.task = task
+        self.scores = Prequential(task, window)
+        #: the loss of each recent example, aligned with ``Race.recent`` (NaN: it failed)
+        self.losses: deque[float] = deque(maxlen=recent)
+        self.learned = 0
+        self.seconds = 0.0
+        self.errors = 0
+
+    def predict(self, features: Features) -> tuple[Target | None, dict[Any, float] | None]:
+        """The prediction and, for a classifier, the class probabilities it came from."""
+        if self.task == "regression":
+            return self.model.predict_one(features), None
+        proba = self.model.predict_proba_one(features)
+        return (max(proba, key=proba.get) if proba else None), proba
+
+    def learn(self, features: Features, label: Target) -> None:
+        """Score the prediction made before learning, then learn; a failure is counted, not raised.
+
+        One candidate failing on one example (a learner bug, a value it cannot take) must not
+        stop the others or the service.
+        """
+        started = time.perf_counter()
+        try:
+            prediction, proba = self.predict(features)
+            self.losses.append(self.scores.update(label, prediction, proba))
+            self.model.learn_one(features, label)
+            self.learned += 1
+        except Exception as exc:
+            self.losses.append(math.nan)
+            self.errors += 1
+            if self.errors == 1 or self.errors % 1000 == 0:
+                log.warning(
+                    "candidate failed on an example",
+                    extra={"candidate": self.name, "errors": self.errors, "error": repr(exc)[:300]},
+                )
+        self.seconds += time.perf_counter() - started
+
+    def examples_per_second(self) -> float:
+        """How fast it learns (prediction and scoring included)."""
+        return self.learned / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass
-class Candidate:
-    """A model retrained after a drift, with its validation against the champion."""
+class Retrained:
+    """A candidate's fresh model trained after a drift, judged on held-out recent examples."""
 
+    candidate: str
     model: Any
-    score: float
-    champion_score: float
+    #: every example the fresh model learned: the training part, then the held-out part
     window: list[Example]
     held_out: list[Example]
+    #: per held-out example: the current model's prequential loss, and the fresh model's
+    current_losses: list[float]
+    fresh_losses: list[float]
+    fresh_predictions: list[tuple[Target | None, dict[Any, float] | None]]
 
-    def passes(self, min_gain: float) -> bool:
-        """The validation rule: at least as good as the champion, plus ``min_gain``."""
-        return self.score >= self.champion_score + min_gain
+    def improvement(self) -> tuple[float, float]:
+        """Mean loss saved per example, and its z statistic (paired; NaN pairs skipped)."""
+        diffs = [
+            c - f
+            for c, f in zip(self.current_losses, self.fresh_losses, strict=True)
+            if not (math.isnan(c) or math.isnan(f))
+        ]
+        if not diffs:
+            return 0.0, 0.0
+        mean = sum(diffs) / len(diffs)
+        variance = sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1)
+        if variance == 0:
+            return mean, math.inf if mean > 0 else 0.0
+        return mean, mean / math.sqrt(variance / len(diffs))
+
+    def passes(self, z_needed: float, min_gain: float) -> bool:
+        """Better on the held-out examples by a significant margin, and by at least ``min_gain``."""
+        gain, z = self.improvement()
+        return gain > 0 and gain >= min_gain and z >= z_needed
 
 
-@dataclass
-class OnlineLearner:
-    """A River model learning one example at a time, scored before it learns each one."""
+class Race:
+    """Candidates learning the same examples side by side, one of them the champion."""
 
-    model: Any
-    make_model: Callable[[], Any]
-    recent_window: int
-    prequential_window: int = 1000
-    recent: deque[Example] = field(init=False)
-    since_publish: Learned = field(default_factory=Learned)
-    score: RollingAccuracy = field(init=False)
+    def __init__(
+        self,
+        candidates: Sequence[Candidate],
+        champion: str,
+        recent_window: int,
+        build: Callable[[ModelSpec], Any],
+    ) -> None:
+        self.candidates = {c.name: c for c in candidates}
+        if champion not in self.candidates:
+            raise ValueError(f"champion {champion!r} is not a candidate")
+        self.champion = champion
+        self.recent: deque[Example] = deque(maxlen=recent_window)
+        self.since_publish = Learned()
+        self.examples = 0
+        #: the example count at the last selection switch (None: none yet)
+        self.switched_at: int | None = None
+        self.build = build
+        #: every class learned, by (type, value): True and 1 are different classes
+        self.classes: dict[tuple[type, Any], Any] = {}
+        self._track_classes = next(iter(self.candidates.values())).task != "regression"
 
-    def __post_init__(self) -> None:
-        self.recent = deque(maxlen=self.recent_window)
-        self.score = RollingAccuracy(self.prequential_window)
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but ``build`` (a checkpoint keeps what was learned, not how to build)."""
+        return {k: v for k, v in self.__dict__.items() if k != "build"}
+
+    @property
+    def leader(self) -> Candidate:
+        """The champion candidate (the one whose model serving gets)."""
+        return self.candidates[self.champion]
 
     def learn(self, example: Example) -> None:
-        """Test, then train: the score sees the prediction made before learning the label."""
-        model = self.model
-        self.score.update(model.predict_one(example.features) == example.label)
-        model.learn_one(example.features, example.label)
+        """Every candidate scores, then learns, the example."""
+        features, label = example.features, example.label
+        for candidate in self.candidates.values():
+            candidate.learn(features, label)
         self.recent.append(example)
         self.since_publish.add(example.partition, example.offset)
+        self.examples += 1
+        if self._track_classes:
+            self.classes[type(label), label] = label
 
-    def prequential_accuracy(self) -> float:
-        """The rolling test-then-train accuracy (0 before the first example)."""
-        value = self.score.value
-        return 0.0 if value is None else value
+    def snapshot(self) -> Any:
+        """A frozen copy of the champion's model as it is now (what gets published)."""
+        return copy.deepcopy(self.leader.model)
 
-    def retrain_after_drift(self, champion: Any, drift_window: int, validation: int) -> Candidate:
-        """A fresh model trained on the recent window, validated on the newest ``validation``.
+    def retrain_after_drift(self, drift_window: int, validation: int) -> list[Retrained]:
+        """For each candidate, a fresh model trained on the recent window, judged on its newest.
 
         The window is what the detector saw after the change (``drift_window``), at least
-        twice the validation set; the newest ``validation`` examples are held out for the
-        comparison with the champion and learned only once the candidate is accepted.
+        twice the validation set; the newest ``validation`` examples are held out: the fresh
+        model predicts them without having learned them, and each candidate's own predictions
+        of them were made before it learned them (test-then-train), so the two compare fairly.
         """
         recent = list(self.recent)
         size = min(len(recent), max(drift_window, 2 * validation))
-        window = recent[-size:]
-        held_out = window[-validation:]
-        training = window[: -len(held_out)] if len(held_out) < len(window) else []
-        candidate = self.make_model()
-        for _ in range(RETRAIN_PASSES):
-            for example in training:
-                candidate.learn_one(example.features, example.label)
-        return Candidate(
-            candidate, accuracy(candidate, held_out), accuracy(champion, held_out), window, held_out
-        )
+        if size == 0:
+            return []
+        held_out = recent[-validation:] if validation < size else recent[-(size // 2) :]
+        training = recent[-size : len(recent) - len(held_out)]
+        results = []
+        for candidate in self.candidates.values():
+            model = self.build(candidate.spec)
+            for _ in range(RETRAIN_PASSES):
+                for example in training:
+                    model.learn_one(example.features, example.label)
+            fresh = Candidate(candidate.spec, model, candidate.task, 1, 1)
+            predictions = [fresh.predict(e.features) for e in held_out]
+            current = list(candidate.losses)[-len(held_out) :]
+            current = [math.nan] * (len(held_out) - len(current)) + current
+            results.append(
+                Retrained(
+                    candidate.name,
+                    model,
+                    training + held_out,
+                    held_out,
+                    current,
+                    [
+                        candidate.scores.loss(e.label, p)
+                        for e, (p, _) in zip(held_out, predictions, strict=True)
+                    ],
+                    predictions,
+                )
+            )
+        return results
 
-    def adopt(self, candidate: Candidate) -> None:
-        """Continue learning from an accepted candidate, after it learns the held-out part."""
-        for example in candidate.held_out:
-            candidate.model.learn_one(example.features, example.label)
-        self.model = candidate.model
+    def adopt(self, retrained: Retrained) -> None:
+        """Replace a candidate's model by its retrained one, scored on what it was judged on.
 
-    def snapshot(self) -> Any:
-        """A frozen copy of the model as it is now (what gets published)."""
-        return copy.deepcopy(self.model)
+        The fresh model learns the held-out examples; its window scores restart from its
+        predictions of them, so selection compares it by what it does, not by its predecessor.
+        """
+        candidate = self.candidates[retrained.candidate]
+        for example in retrained.held_out:
+            retrained.model.learn_one(example.features, example.label)
+        candidate.model = retrained.model
+        candidate.scores = Prequential(candidate.task, candidate.scores.window)
+        tail = min(len(candidate.losses), len(retrained.fresh_losses))
+        for i in range(1, tail + 1):
+            candidate.losses[-i] = retrained.fresh_losses[-i]
+        for example, (prediction, proba) in zip(
+            retrained.held_out, retrained.fresh_predictions, strict=True
+        ):
+            candidate.scores.update(example.label, prediction, proba)

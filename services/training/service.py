@@ -1,19 +1,33 @@
-"""training: learns online from ``training.examples`` and publishes signed model versions.
+"""training: candidates learn ``training.examples`` side by side; the champion is published.
+
+Every candidate (the declared model specs and a no-change baseline) learns every example
+test-then-train, with prequential scores over a recent window: the leaderboard. The champion is
+the candidate whose model serving gets; the selection rule (selection.py) switches it when
+another is clearly ahead, with a version of trigger ``selection``.
 
 Versions: an initial one when the registry has none, scheduled ones at doubling intervals from
-``first_interval`` examples up to every ``publish_every`` (a young model improves fastest, and
-until its first version serving answers with an untrained one), and one per drift event whose
-retrained candidate passes validation against the champion. The registry is also the
-checkpoint: on start, training loads the newest version and resumes each partition right after
-the last offset that any version learned (its lineage), so a crash loses no example and,
-because versions are cut at the same points of the stream, publishes no duplicate version. Run
+``first_interval`` examples up to every ``publish_every`` (and after ``publish_interval_s``
+with something learned), one per selection switch, and one per drift event after which the
+champion's retrained model beat it on held-out recent examples by a significant margin. Which
+drift kinds lead to retraining is configured (``drift_reactions``); every candidate is
+retrained, so the selection after a drift is among models that all saw it.
+
+State: the registry is the checkpoint. On start, training loads the newest version and resumes
+each partition right after the last offset that any version learned (its lineage), so a crash
+loses no example and, because versions are cut at the same points of the stream, publishes no
+duplicate version. With each version it also saves the whole race (every candidate's model and
+scores) in Redis, signed; a restart whose newest version is that one continues the race from
+it, else the champion continues from the version's artifact and the others start afresh. Run
 one instance per model.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
+import json
 import logging
+import pickle
+import time
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, get_args
@@ -21,15 +35,20 @@ from typing import Any, get_args
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from schemas import DriftEvent, ModelVersion, OffsetRange, TrainingExample
-from schemas.models import Trigger
+from schemas.models import ModelSpec, Trigger
 from services.core import metrics, registry
-from services.core.datasets import default_classifier
+from services.core.checkpoint import CheckpointStore
+from services.core.feature_schema import FeatureSchema
 from services.core.kafka import batching_fetches, make_producer
+from services.core.model_specs import baseline_spec, build_model, load_specs
+from services.core.rejection import Rejection
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings, TrainingSettings
-from services.core.stream import BatchHandler, Effects, decode
+from services.core.stream import BatchHandler, Effects, decode, reject
 from services.training.awaiting import AwaitingDrifts
-from services.training.learner import Example, Learned, OnlineLearner
+from services.training.leaderboard import Leaderboard
+from services.training.learner import Candidate, Example, Learned, Race
+from services.training.selection import SelectionRule, Switch, choose
 
 SERVICE = "training"
 log = logging.getLogger(__name__)
@@ -75,38 +94,86 @@ class Trainer:
     """The training service's state and handlers."""
 
     def __init__(self, runtime: Runtime) -> None:
-        self.settings = runtime.settings
-        self.model_name = runtime.settings.model_name
+        self.settings = settings = runtime.settings
+        rules = settings.training
+        self.model_name = settings.model_name
         self.examples_topic = runtime.topics("training_examples")
         self.dlq_topic = runtime.topics("dlq")
-        history = [
-            v for v in registry.read_versions(self.settings) if v.model_name == self.model_name
-        ]
+        self.schema = FeatureSchema.load(settings.ingest.feature_schema)
+        self.target = self.schema.target
+        self.specs = [*load_specs(rules.models, self.schema), baseline_spec(self.schema)]
+        self.rule = SelectionRule.for_task(
+            self.target.type,
+            rules.selection_metric,
+            rules.selection_min_gap,
+            rules.selection_min_examples,
+            rules.selection_cooldown,
+        )
+        history = [v for v in registry.read_versions(settings) if v.model_name == self.model_name]
         self.reacted = {v.drift_event_id for v in history if v.drift_event_id}
         # Drift events waiting for enough post-change examples, kept in Redis so that a
         # restart still reacts to a drift event whose offset was already committed.
-        self.awaiting = AwaitingDrifts(runtime.redis, f"{self.settings.topic_prefix}{SERVICE}")
+        self.awaiting = AwaitingDrifts(runtime.redis, f"{settings.topic_prefix}{SERVICE}")
         self.positions = resume_positions(history, self.examples_topic)
-        self.version = 0
-        model = default_classifier()
-        if history:
-            latest = history[-1]
-            _data, model = registry.load_verified(latest, self.settings.signing_key_bytes())
-            self.version = latest.version
+        self.version = history[-1].version if history else 0
+        self.race = self._fresh_race(history[-1] if history else None)
+        self.checkpoints = CheckpointStore(
+            runtime.redis,
+            f"eddy:{settings.topic_prefix}{SERVICE}:{self.model_name}:checkpoint",
+            settings.signing_key_bytes(),
+            self._fingerprint(),
+        )
+        saved = self.checkpoints.load() if history else None
+        state = saved.state if saved is not None else None
+        if isinstance(state, dict) and state.get("version") == self.version:
+            self.race = state["race"]
+            self.race.build = self._build
+            log.info("restored the race", extra={"version": self.version})
+        elif history:
             log.info("resuming", extra={"version": self.version, "positions": self.positions})
-        self.champion: Any = copy.deepcopy(model)
-        self.learner = OnlineLearner(
-            model, default_classifier, self.settings.training.recent_window
+        self.board = Leaderboard(
+            runtime.redis, settings.topic_prefix, self.model_name, self.rule.metric
         )
         self.learned = metrics.EXAMPLES_LEARNED.labels(SERVICE, self.model_name)
-        self.score_gauge = metrics.PREQUENTIAL.labels(SERVICE, self.model_name, "accuracy")
+        self.score_gauge = metrics.PREQUENTIAL.labels(SERVICE, self.model_name, self.rule.metric)
         metrics.VERSIONS_REJECTED.labels(SERVICE, self.model_name)  # series from the start
         for trigger in get_args(Trigger):
             metrics.VERSIONS_PUBLISHED.labels(SERVICE, self.model_name, trigger)
+        self.last_published = time.monotonic()
         # one producer for the service's life: a new one waits ~0.5 s for its producer id
-        self.announcer = make_producer(self.settings)
+        self.announcer = make_producer(settings)
         if not history:
             self.publish("initial", description="untrained starting point")
+
+    def _build(self, spec: ModelSpec) -> Any:
+        return build_model(spec, self.schema)
+
+    def _fresh_race(self, latest: ModelVersion | None) -> Race:
+        """New candidates; the newest version's model continues as the candidate it came from."""
+        rules = self.settings.training
+        task = self.target.type
+        candidates = [
+            Candidate(spec, self._build(spec), task, rules.score_window, rules.recent_window)
+            for spec in self.specs
+        ]
+        champion = candidates[0]
+        if latest is not None:
+            _data, model = registry.load_verified(latest, self.settings.signing_key_bytes())
+            named = latest.spec.name if latest.spec is not None else None
+            champion = next((c for c in candidates if c.name == named), candidates[0])
+            champion.model = model
+        return Race(candidates, champion.name, rules.recent_window, self._build)
+
+    def _fingerprint(self) -> str:
+        """What the saved race embodies: another set of candidates or target starts afresh."""
+        rules = self.settings.training
+        embodied = [
+            [spec.model_dump() for spec in self.specs],
+            self.target.model_dump(),
+            rules.score_window,
+            rules.recent_window,
+        ]
+        return hashlib.sha256(json.dumps(embodied, sort_keys=True).encode()).hexdigest()
 
     def on_assign(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Start each examples partition where the newest versions' lineage ends."""
@@ -115,37 +182,71 @@ class Trainer:
                 tp.offset = self.positions.get(tp.partition, OFFSET_BEGINNING)
         return partitions
 
+    def tick(self) -> Effects:
+        """Between batches: the leaderboard as of the last example learned."""
+        self.board.flush()
+        return Effects()
+
     def on_examples(self, messages: Sequence[Message]) -> Effects:
-        """Test-then-train on each example; publish a scheduled version at each interval."""
+        """Test-then-train every candidate on each example; publish and select as due.
+
+        A label that does not fit the target is a dead letter: no learner ever sees it.
+        """
         effects = Effects()
-        every = scheduled_interval(self.version, self.settings.training)
-        learner, awaiting = self.learner, self.awaiting
+        rules = self.settings.training
+        every = scheduled_interval(self.version, rules)
+        race, awaiting, check = self.race, self.awaiting, self.target.check
         learned = 0
         for message in messages:
             example = decode(message, TrainingExample, SERVICE, self.dlq_topic, effects)
             if example is None:
                 continue
-            learner.learn(
-                Example(
-                    example.features, example.label, message.partition() or 0, message.offset() or 0
+            label = check(example.label)
+            if isinstance(label, Rejection):
+                reject(
+                    message,
+                    SERVICE,
+                    self.dlq_topic,
+                    effects,
+                    label.reason,
+                    label.detail,
+                    example.event_id,
                 )
+                continue
+            race.learn(
+                Example(example.features, label, message.partition() or 0, message.offset() or 0)
             )
             learned += 1
             if awaiting.waiting:
                 for drift in awaiting.count_down():
                     self.react_to(drift)
-                every = scheduled_interval(self.version, self.settings.training)
-            if learner.since_publish.count >= every:
+                every = scheduled_interval(self.version, rules)
+            if race.examples % rules.selection_every == 0:
+                switch = choose(race, self.rule)
+                if switch is not None:
+                    self.switch_to(switch)
+                    every = scheduled_interval(self.version, rules)
+            if race.since_publish.count >= every:
                 self.publish("scheduled", description=f"after {every} examples")
-                every = scheduled_interval(self.version, self.settings.training)
+                every = scheduled_interval(self.version, rules)
+        if (
+            rules.publish_interval_s > 0
+            and race.since_publish.count > 0
+            and time.monotonic() - self.last_published >= rules.publish_interval_s
+        ):
+            self.publish("scheduled", description=f"after {rules.publish_interval_s:g} s")
         # once per batch: each increment takes the counter's lock, and a rate needs no finer grain
         self.learned.inc(learned)
-        self.score_gauge.set(learner.prequential_accuracy())
+        score = race.leader.scores.value(self.rule.metric)
+        if score is not None:
+            self.score_gauge.set(score)
+        self.board.update(race)
         return effects
 
     def on_drift(self, messages: Sequence[Message]) -> Effects:
-        """Retrain on the recent window after each drift event; publish if it validates."""
+        """React to each drift event as configured for its kind: retrain, alert or ignore."""
         effects = Effects()
+        reactions = self.settings.training.drift_reactions
         for message in messages:
             drift = decode(message, DriftEvent, SERVICE, self.dlq_topic, effects)
             if (
@@ -153,6 +254,20 @@ class Trainer:
                 or drift.model_name != self.model_name
                 or drift.drift_id in self.reacted
             ):
+                continue
+            reaction = reactions[drift.kind]
+            metrics.DRIFT_REACTIONS.labels(SERVICE, self.model_name, drift.kind, reaction).inc()
+            if reaction != "retrain":
+                self.reacted.add(drift.drift_id)
+                if reaction == "alert":
+                    log.warning(
+                        "drift event: not retraining (drift_reactions)",
+                        extra={
+                            "drift_id": drift.drift_id,
+                            "kind": drift.kind,
+                            "subject": drift.subject,
+                        },
+                    )
                 continue
             # Retraining needs the change's examples, at least twice the validation window.
             missing = 2 * self.settings.training.validation_window - drift.window
@@ -163,36 +278,57 @@ class Trainer:
         return effects
 
     def react_to(self, drift: DriftEvent) -> None:
-        """Validate a retrained candidate on the newest examples; publish it if it wins."""
+        """Retrain every candidate on the recent window; keep each retrained model that wins.
+
+        A retrained model replaces its candidate only when it beats the candidate's own
+        predictions of the held-out examples by a significant margin (one-sided paired test at
+        ``drift_alpha``): a fresh model that merely ties a long-trained one is thrown away.
+        """
         rules = self.settings.training
-        candidate = self.learner.retrain_after_drift(
-            self.champion, drift.window + self.awaiting.waited(drift), rules.validation_window
+        retrained = self.race.retrain_after_drift(
+            drift.window + self.awaiting.waited(drift), rules.validation_window
         )
         self.awaiting.remove(drift)
         self.reacted.add(drift.drift_id)
-        verdict = {
-            "drift_id": drift.drift_id,
-            "candidate_accuracy": round(candidate.score, 4),
-            "champion_accuracy": round(candidate.champion_score, 4),
-            "window": len(candidate.window),
-        }
-        if not candidate.window or not candidate.passes(rules.min_gain):
+        z_needed = _z_quantile(1 - rules.drift_alpha)
+        champion = self.race.champion
+        adopted = [r for r in retrained if r.passes(z_needed, rules.min_gain)]
+        verdicts = {r.candidate: round(r.improvement()[0], 4) for r in retrained}
+        for winner in adopted:
+            self.race.adopt(winner)
+        if not any(r.candidate == champion for r in adopted):
             metrics.VERSIONS_REJECTED.labels(SERVICE, self.model_name).inc()
-            log.warning("drift candidate rejected", extra=verdict)
+            log.warning(
+                "drift: the champion's retrained model did not win",
+                extra={"drift_id": drift.drift_id, "loss_saved": verdicts},
+            )
             return
-        self.learner.adopt(candidate)
-        self.learner.since_publish = Learned.of(candidate.window)
+        won = next(r for r in adopted if r.candidate == champion)
+        gain, z = won.improvement()
+        self.race.since_publish = Learned.of(won.window)
         self.publish(
             "drift",
             drift_event_id=drift.drift_id,
-            description=f"retrained on {len(candidate.window)} recent examples after "
-            f"{drift.kind} drift of {drift.subject}",
+            description=f"{champion} retrained on recent examples after {drift.kind} drift of "
+            f"{drift.subject}: trained on {len(won.window) - len(won.held_out)} examples, mean "
+            f"loss {gain:.4f} lower on the {len(won.held_out)} held out (z {min(z, 99.0):.2f})",
+            extra_metrics={"validation_loss_saved": gain, "validation_z": min(z, 99.0)},
+        )
+        log.info("drift: retrained champion published", extra={"version": self.version})
+
+    def switch_to(self, switch: Switch) -> None:
+        """Serve another candidate: publish its model as a ``selection`` version."""
+        self.race.champion = switch.chosen
+        self.race.switched_at = self.race.examples
+        self.publish(
+            "selection",
+            description=switch.reason(),
             extra_metrics={
-                "validation_accuracy": candidate.score,
-                "champion_validation_accuracy": candidate.champion_score,
+                f"previous_{switch.metric}": switch.previous_value,
+                f"chosen_{switch.metric}": switch.chosen_value,
             },
         )
-        log.info("drift candidate published", extra={**verdict, "version": self.version})
+        log.info("selection", extra={"reason": switch.reason(), "version": self.version})
 
     def publish(
         self,
@@ -201,11 +337,13 @@ class Trainer:
         description: str = "",
         extra_metrics: dict[str, float] | None = None,
     ) -> ModelVersion:
-        """Sign and announce the current model as the next version."""
-        snapshot = self.learner.snapshot()
-        learned = self.learner.since_publish
+        """Sign and announce the champion's model as the next version."""
+        race = self.race
+        leader = race.leader
+        snapshot = race.snapshot()
+        learned = race.since_publish
         scores = {
-            "prequential_accuracy": self.learner.prequential_accuracy(),
+            **leader.scores.values(),
             "examples": float(learned.count),
             **(extra_metrics or {}),
         }
@@ -218,16 +356,50 @@ class Trainer:
             metrics=scores,
             drift_event_id=drift_event_id,
             lineage=lineage_of(learned, self.examples_topic),
-            description=description,
+            feature_names=list(self.schema.features),
+            classes=self._classes(),
+            task=self.target.type,
+            spec=leader.spec,
+            description=f"{leader.name}: {description}" if description else leader.name,
             version=self.version + 1,
             producer=self.announcer,
         )
         self.version = version.version
-        self.champion = snapshot
-        self.learner.since_publish = Learned()
+        race.since_publish = Learned()
+        for span in version.lineage:
+            self.positions[span.partition] = max(
+                self.positions.get(span.partition, 0), span.last + 1
+            )
+        self._save_race()
+        self.last_published = time.monotonic()
         metrics.VERSIONS_PUBLISHED.labels(SERVICE, self.model_name, trigger).inc()
         log.info("published", extra={"version": version.version, "trigger": trigger})
         return version
+
+    def _save_race(self) -> None:
+        """Keep every candidate as of this version, so a restart continues the race from it."""
+        state = {"version": self.version, "race": self.race}
+        self.checkpoints.save(
+            pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
+            {(self.examples_topic, p): offset for p, offset in self.positions.items()},
+        )
+
+    def _classes(self) -> list[Any] | None:
+        """The classes declared, or those seen so far (None for regression)."""
+        if not self.target.is_classification:
+            return None
+        if self.target.classes is not None:
+            return list(self.target.classes)
+        if self.target.type == "binary":
+            return [False, True]
+        return sorted(self.race.classes.values(), key=lambda c: (type(c).__name__, str(c)))
+
+
+def _z_quantile(p: float) -> float:
+    """The standard normal quantile (what a one-sided test at 1 - p needs)."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p)
 
 
 def handlers(runtime: Runtime, trainer: Trainer) -> dict[str, BatchHandler]:
@@ -243,4 +415,6 @@ def run(settings: Settings | None = None) -> None:
     runtime = bootstrap(SERVICE, settings)
     runtime.settings = batching_fetches(runtime.settings, runtime.settings.training.fetch_wait_ms)
     trainer = Trainer(runtime)
-    run_stream_service(runtime, handlers(runtime, trainer), on_assign=trainer.on_assign)
+    run_stream_service(
+        runtime, handlers(runtime, trainer), tick=trainer.tick, on_assign=trainer.on_assign
+    )

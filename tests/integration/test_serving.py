@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from pathlib import Path
 
 import pytest
 
@@ -65,14 +66,47 @@ def test_request_reply_through_the_client(settings: Settings, start_service: Sta
 
 
 def test_request_reply_reports_a_model_failure_as_an_error(
+    settings: Settings, start_service: StartService, tmp_path: Path
+) -> None:
+    # a schema that lets through what the model cannot take: text where it learned a number
+    schema = tmp_path / "texts.toml"
+    schema.write_text('name = "texts"\n[features.https]\ntype = "string"\n')
+    publish_model(settings)
+    start_service("serving", EDDY_INGEST__FEATURE_SCHEMA=str(schema))
+    with EddyClient(settings) as client:
+        _wait_until_serving(client)
+        with pytest.raises(PredictionFailedError, match="predict failed"):
+            client.predict({"https": "not a number"})
+
+
+def test_a_request_is_checked_against_the_feature_schema_like_a_raw_event(
     settings: Settings, start_service: StartService
 ) -> None:
     publish_model(settings)
     start_service("serving")
+    features = feature_events(1)[0].features
     with EddyClient(settings) as client:
-        _retry_until_serving(client, {})
-        with pytest.raises(PredictionFailedError, match="predict failed"):
-            client.predict({"https": "not a number"})
+        _wait_until_serving(client)
+        with pytest.raises(PredictionFailedError, match=r"unknown_field: .*'htps'"):
+            client.predict({**features, "htps": 1.0})  # a misspelt feature is not silently 0
+        with pytest.raises(PredictionFailedError, match="missing_field: https"):
+            client.predict({k: v for k, v in features.items() if k != "https"})
+        with pytest.raises(PredictionFailedError, match="out_of_range"):
+            client.predict({**features, "https": 1e308})
+        assert client.predict(features).prediction in (True, False)
+
+
+def test_a_version_trained_on_other_features_is_refused_and_serving_keeps_its_model(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    good = publish_model(settings, feature_names=list(feature_events(1)[0].features))
+    serving = start_service("serving")
+    publish_model(settings, feature_names=["x0", "x1", "x2"])  # a SEA model, say
+    produce_features(settings, feature_events(50))
+    out = reader("predictions", Prediction).read_until(lambda items: len(items) >= 50)
+    assert {p.model_version for p in out} == {good.version}
+    assert "trained on other features" in _wait_for_log(serving, "trained on other features")
+    assert serving.running
 
 
 def test_a_version_published_mid_stream_is_swapped_in_without_losing_or_repeating_events(
@@ -186,13 +220,14 @@ def test_the_same_feature_event_twice_gives_the_same_prediction(
 
 
 def _retry_until_serving(client: EddyClient, features: Features) -> PredictionReply:
-    from services.core.client import PredictionTimeoutError
+    _wait_until_serving(client)
+    return client.predict(features, timeout_s=10)
 
+
+def _wait_until_serving(client: EddyClient) -> None:
     for _ in range(30):
-        try:
-            return client.predict(features, timeout_s=2)
-        except PredictionTimeoutError:
-            continue
+        if client.serving_answers():
+            return
     raise AssertionError("serving never answered a request/reply call")
 
 

@@ -1,13 +1,15 @@
-"""The bench harness's machine meter: how busy the whole machine was, and what its host took."""
+"""The bench harness: its machine meter, and the results file it writes."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
-from bench.harness import MachineLoad, MachineTimes, describe_load
+from bench.harness import Figure, MachineLoad, MachineTimes, describe_load, write_results
 
 
 def test_a_kernel_without_a_steal_column_counts_nothing_stolen() -> None:
@@ -35,3 +37,16 @@ def test_a_load_reads_as_busy_and_stolen_cores_of_the_machine() -> None:
 
     assert text == f"machine busy 1.83 of {os.cpu_count()} cores, 0.09 stolen by the host"
     assert describe_load({}) == ""
+
+
+def test_rerunning_one_scenario_keeps_the_others_figures_with_their_dates(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    first = [Figure("a", "fa", 1.0, "x"), Figure("b", "fb", 2.0, "x")]
+    write_results(first, results, load={"a": {"seconds": 1.0}, "b": {"seconds": 2.0}})
+    written = json.loads(results.read_text())
+    write_results([Figure("b", "fb", 3.0, "x")], results, load={"b": {"seconds": 3.0}})
+    again = json.loads(results.read_text())
+
+    assert [(f["scenario"], f["value"]) for f in again["figures"]] == [("a", 1.0), ("b", 3.0)]
+    assert again["dates"]["a"] == written["dates"]["a"]
+    assert again["load"] == {"a": {"seconds": 1.0}, "b": {"seconds": 3.0}}

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from services.core.exceptions import ConfigurationError
-from services.ingest.feature_schema import FeatureSchema, FeatureSpec, Rejection, check_features
+from services.core.feature_schema import FeatureSchema, FeatureSpec, check_features
+from services.core.rejection import Rejection
 
 PHISHING_FEATURES = {
     "empty_server_form_handler": 0.5,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas import LabelingTask
+from services.core.target import TargetSpec
 from services.labeling.ui import parse_answer, render
 
 
@@ -41,3 +42,18 @@ def test_the_page_escapes_what_it_shows() -> None:
     )
     page = render([task])
     assert "<script>" not in page and "&lt;script&gt;" in page and "<b>" not in page
+
+
+def test_an_answer_must_fit_the_deployments_target() -> None:
+    updown = TargetSpec(classes=["DOWN", "UP"])
+    assert parse_answer(" UP ", "DOWN", updown) == "UP"
+    with pytest.raises(ValueError, match="not one of"):
+        parse_answer("SIDEWAYS", "DOWN", updown)
+
+
+def test_the_page_offers_a_button_per_declared_class() -> None:
+    task = LabelingTask(
+        event_id="e1", entity_id="e", features={}, prediction="UP", uncertainty=0.5, model_version=1
+    )
+    page = render([task], target=TargetSpec(type="multiclass", classes=["cat", "dog", "<owl>"]))
+    assert all(f'value="{c}"' in page for c in ("cat", "dog", "&lt;owl&gt;"))

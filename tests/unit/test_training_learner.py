@@ -1,4 +1,4 @@
-"""The online learner: test-then-train scoring, lineage, and retraining after a drift."""
+"""The race of candidates: test-then-train scoring, lineage, selection, retraining after drift."""
 
 from __future__ import annotations
 
@@ -7,53 +7,144 @@ import itertools
 from river.datasets import synth
 
 from schemas import ModelVersion, OffsetRange
+from schemas.models import ModelSpec
 from services.core.datasets import default_classifier
-from services.training.learner import Example, Learned, OnlineLearner, accuracy
+from services.core.feature_schema import FeatureSchema
+from services.core.model_specs import baseline_spec, build_model, default_specs
+from services.training.learner import Candidate, Example, Learned, Race
+from services.training.selection import SelectionRule, choose, standings
 from services.training.service import lineage_of, resume_positions
+
+SCHEMA = FeatureSchema.load("sea")
 
 
 def sea(variant: int, count: int, seed: int, start: int = 0) -> list[Example]:
     rows = itertools.islice(synth.SEA(variant=variant, seed=seed), count)
     return [
-        Example({str(k): v for k, v in x.items()}, y, (start + i) % 3, (start + i) // 3)
+        Example({f"x{k}": v for k, v in x.items()}, y, (start + i) % 3, (start + i) // 3)
         for i, (x, y) in enumerate(rows)
     ]
 
 
+def race_of(*specs: ModelSpec, recent: int = 2000, window: int = 500) -> Race:
+    def build(spec: ModelSpec) -> object:
+        return build_model(spec, SCHEMA)
+
+    candidates = [Candidate(s, build(s), "binary", window, recent) for s in specs]
+    return Race(candidates, specs[0].name, recent, build)
+
+
+LOGISTIC = default_specs(SCHEMA)[0]
+BASELINE = baseline_spec(SCHEMA)
+
+
 def test_the_prequential_score_counts_predictions_made_before_learning() -> None:
-    learner = OnlineLearner(default_classifier(), default_classifier, recent_window=100)
+    race = race_of(LOGISTIC)
     first = sea(0, 1, seed=1)[0]
-    learner.learn(first)
+    race.learn(first)
     # an untrained model's first prediction is scored before it learns the label
     untrained = default_classifier().predict_one(first.features)
-    assert learner.prequential_accuracy() == float(untrained == first.label)
-    assert learner.since_publish == Learned.of([first]) and list(learner.recent) == [first]
+    assert race.leader.scores.value("accuracy") == float(untrained == first.label)
+    assert race.since_publish == Learned.of([first]) and list(race.recent) == [first]
+
+
+def test_every_candidate_learns_every_example() -> None:
+    race = race_of(LOGISTIC, BASELINE)
+    for example in sea(0, 120, seed=1):
+        race.learn(example)
+    assert [c.learned for c in race.candidates.values()] == [120, 120]
+    assert race.examples == 120 and race.since_publish.count == 120
 
 
 def test_the_recent_window_keeps_only_the_newest_examples() -> None:
-    learner = OnlineLearner(default_classifier(), default_classifier, recent_window=50)
+    race = race_of(LOGISTIC, recent=50)
     for example in sea(0, 120, seed=1):
-        learner.learn(example)
-    assert len(learner.recent) == 50 and learner.since_publish.count == 120
+        race.learn(example)
+    assert len(race.recent) == 50 and len(race.leader.losses) == 50
     # lineage needs only each partition's first and last offset, not the examples
-    assert learner.since_publish.spans == {0: (0, 39), 1: (0, 39), 2: (0, 39)}
+    assert race.since_publish.spans == {0: (0, 39), 1: (0, 39), 2: (0, 39)}
 
 
-def test_a_candidate_retrained_after_an_abrupt_drift_beats_the_old_model() -> None:
-    learner = OnlineLearner(default_classifier(), default_classifier, recent_window=2000)
+def test_a_candidate_that_fails_on_an_example_does_not_stop_the_others() -> None:
+    race = race_of(LOGISTIC, BASELINE)
+    race.learn(Example({"x0": "not a number"}, True, 0, 0))
+    race.learn(sea(0, 1, seed=1)[0])
+    assert race.candidates[LOGISTIC.name].errors == 1
+    assert race.candidates[BASELINE.name].learned == 2
+
+
+def test_a_retrained_model_replaces_a_candidate_only_when_significantly_better() -> None:
+    race = race_of(LOGISTIC)
     for example in sea(2, 3000, seed=1):
-        learner.learn(example)
-    champion = learner.snapshot()
+        race.learn(example)
+    stable = race.retrain_after_drift(drift_window=400, validation=100)
+    # no drift: a fresh model trained on a few hundred examples does not beat the long-trained one
+    assert not stable[0].passes(z_needed=1.645, min_gain=0.0)
     for example in sea(3, 400, seed=2, start=3000):
-        learner.learn(example)
-    candidate = learner.retrain_after_drift(champion, drift_window=400, validation=100)
-    assert len(candidate.held_out) == 100 and len(candidate.window) == 400
-    assert candidate.score > candidate.champion_score
-    assert candidate.passes(min_gain=0.0)
-    assert not candidate.passes(min_gain=1.0)
-    learner.adopt(candidate)
-    assert learner.model is candidate.model
-    assert accuracy(learner.model, sea(3, 500, seed=9)) > 0.9
+        race.learn(example)
+    (retrained,) = race.retrain_after_drift(drift_window=400, validation=100)
+    assert len(retrained.held_out) == 100
+    gain, z = retrained.improvement()
+    assert gain > 0 and z > 1.645
+    assert retrained.passes(z_needed=1.645, min_gain=0.0)
+    assert not retrained.passes(z_needed=1.645, min_gain=1.0)
+    race.adopt(retrained)
+    assert race.leader.model is retrained.model
+    assert race.leader.scores.examples == 100  # scored again, on what it was judged on
+    after = race_of(LOGISTIC)
+    after.candidates[LOGISTIC.name].model = race.snapshot()
+    for example in sea(3, 500, seed=9):
+        after.learn(example)
+    assert (after.leader.scores.since_start() or 0) > 0.9
+
+
+def test_selection_switches_to_a_candidate_clearly_ahead_and_not_back_and_forth() -> None:
+    race = race_of(BASELINE, LOGISTIC)  # the no-change baseline starts as champion
+    rule = SelectionRule.for_task("binary", "auto", 0.01, 200, 1000)
+    examples = sea(2, 3000, seed=1)
+    for example in examples[:199]:
+        race.learn(example)
+    assert choose(race, rule) is None  # too few examples to judge
+    for example in examples[199:600]:
+        race.learn(example)
+    switch = choose(race, rule)
+    assert switch is not None and switch.chosen == LOGISTIC.name and switch.metric == "accuracy"
+    assert switch.chosen_value > switch.previous_value * 1.01
+    race.champion, race.switched_at = switch.chosen, race.examples
+    for example in examples[600:1000]:
+        race.learn(example)
+    assert choose(race, rule) is None  # the champion leads; and within the cool-down anyway
+
+
+def test_selection_needs_a_minimum_gap() -> None:
+    race = race_of(LOGISTIC, ModelSpec(name="twin", estimator=LOGISTIC.estimator))
+    for example in sea(2, 1000, seed=1):
+        race.learn(example)
+    # identical models score identically: a tie is no reason to switch, even with no gap asked
+    twin = race.candidates["twin"].scores.value("accuracy")
+    assert twin is not None and twin == race.leader.scores.value("accuracy")
+    assert choose(race, SelectionRule.for_task("binary", "auto", 0.0, 0, 0)) is None
+
+
+def test_regression_candidates_are_ranked_lower_error_first() -> None:
+    schema = FeatureSchema.model_validate(
+        {"name": "r", "features": {"x": {"type": "float"}}, "target": {"type": "regression"}}
+    )
+
+    def build(spec: ModelSpec) -> object:
+        return build_model(spec, schema)
+
+    specs = [*default_specs(schema), baseline_spec(schema)]
+    race = Race(
+        [Candidate(s, build(s), "regression", 500, 500) for s in specs], "baseline", 500, build
+    )
+    for i in range(2000):
+        x = (i % 100) / 10
+        race.learn(Example({"x": x}, 3 * x + 1, 0, i))
+    assert [c.name for c in standings(race, "mae")] == ["linearregression", "baseline"]
+    switch = choose(race, SelectionRule.for_task("regression", "auto", 0.01, 100, 0))
+    assert switch is not None and switch.chosen == "linearregression"
+    assert switch.chosen_value < switch.previous_value
 
 
 def test_lineage_is_one_range_per_partition() -> None:

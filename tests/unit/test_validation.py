@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from schemas import FeatureEvent
-from services.ingest.feature_schema import FeatureSchema, Rejection
+from services.core.feature_schema import FeatureSchema
+from services.core.rejection import Rejection
 from services.ingest.validation import CleanEvent, validate_raw
 
 MAX_BYTES = 65_536

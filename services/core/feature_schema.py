@@ -1,4 +1,4 @@
-"""A declared feature schema (``infra/features/<name>.toml``) and the check of one event against it.
+"""A declared feature schema (``infra/features/<name>.toml``): features, target, checks of events.
 
 Pure logic, no I/O besides loading the schema file: every rule here is unit-tested alone.
 """
@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.base import Features, FeatureValue
-from schemas.events import RejectReason
 from services.core.exceptions import ConfigurationError
+from services.core.rejection import Rejection
+from services.core.target import TargetSpec
 from services.core.topics import infra_path
 
 FeatureType = Literal["float", "int", "bool", "category", "string"]
@@ -33,6 +33,11 @@ class FeatureSpec(BaseModel):
     values: list[str] | None = Field(None, description="Allowed values of a category.")
     max_length: int = Field(256, ge=1)
     default: FeatureValue | None = None
+    time_like: bool = Field(
+        False,
+        description="Grows with time (a date, a counter): never tested for data drift, as it "
+        "always drifts.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureSpec:
@@ -54,6 +59,7 @@ class FeatureSchema(BaseModel):
     name: str
     description: str = ""
     features: dict[str, FeatureSpec]
+    target: TargetSpec = Field(default_factory=TargetSpec)
 
     @classmethod
     def load(cls, name_or_path: str) -> FeatureSchema:
@@ -73,15 +79,6 @@ class FeatureSchema(BaseModel):
             raise ConfigurationError(f"cannot read feature schema {path}: {exc.strerror}") from exc
         except (tomllib.TOMLDecodeError, ValueError) as exc:
             raise ConfigurationError(f"feature schema {path} is invalid: {exc}") from exc
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why an input cannot be accepted: a reason code and a sentence for people."""
-
-    reason: RejectReason
-    detail: str
-    event_id: str | None = None
 
 
 def _number(name: str, spec: FeatureSpec, value: Any) -> FeatureValue | Rejection:

@@ -1,0 +1,147 @@
+"""Any target, candidates racing, online selection, labels that do not fit: on the real stack."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from river.datasets import synth
+
+from schemas import DeadLetter, ModelVersion, TrainingExample
+from services.core.embedded import free_port
+from services.core.settings import Settings
+from services.core.state import connect_redis, leaderboard_key
+from services.core.topics import Topics
+from tests.integration.support import (
+    OpenReader,
+    StartService,
+    poll_until,
+    produce,
+    wait_for_metric,
+)
+
+UPDOWN_SCHEMA = """
+name = "updown"
+
+[features.x0]
+type = "float"
+
+[features.x1]
+type = "float"
+
+[features.x2]
+type = "float"
+
+[target]
+type = "binary"
+classes = ["DOWN", "UP"]
+"""
+
+
+def sea_examples(count: int, label: object = None, start: int = 0) -> list[TrainingExample]:
+    """SEA rows as examples; the label True/False becomes ``UP``/``DOWN`` unless given."""
+    rows = itertools.islice(synth.SEA(variant=2, seed=7), start, start + count)
+    return [
+        TrainingExample(
+            event_id=f"sea-{start + i}",
+            entity_id=f"e{i % 5}",
+            ts=datetime.now(UTC),
+            features={f"x{k}": v for k, v in x.items()},
+            label=("UP" if y else "DOWN") if label is None else label,  # type: ignore[arg-type]
+        )
+        for i, (x, y) in enumerate(rows)
+    ]
+
+
+def send(settings: Settings, examples: list[TrainingExample]) -> None:
+    produce(
+        settings,
+        "training_examples",
+        [(e.entity_id.encode(), e.model_dump_json().encode()) for e in examples],
+    )
+
+
+def _env(schema: Path, **more: str) -> dict[str, str]:
+    return {
+        "EDDY_INGEST__FEATURE_SCHEMA": str(schema),
+        "EDDY_TRAINING__PUBLISH_EVERY": "200",
+        "EDDY_TRAINING__FIRST_INTERVAL": "0",
+        "EDDY_TRAINING__PUBLISH_INTERVAL_S": "0",
+        **more,
+    }
+
+
+def test_string_labels_are_learned_and_a_label_that_does_not_fit_is_a_dead_letter(
+    settings: Settings, start_service: StartService, reader: OpenReader, tmp_path: Path
+) -> None:
+    schema = tmp_path / "updown.toml"
+    schema.write_text(UPDOWN_SCHEMA)
+    port = free_port()
+    start_service("training", **_env(schema, EDDY_METRICS_PORT=str(port)))
+    poison = [
+        *sea_examples(1, label="SIDEWAYS", start=1000),
+        *sea_examples(1, label=True, start=1001),
+        *sea_examples(1, label=2.5, start=1002),
+    ]
+    send(settings, [*sea_examples(100), *poison, *sea_examples(300, start=100)])
+    wait_for_metric(port, "eddy_examples_learned_total", 400)
+    letters = reader("dlq", DeadLetter).read_until(lambda items: len(items) >= 3)
+    assert sorted((d.event_id, d.reason) for d in letters) == [
+        ("sea-1000", "invalid_value"),
+        ("sea-1001", "invalid_value"),
+        ("sea-1002", "invalid_value"),
+    ]
+    assert all(
+        d.source_topic == Topics(settings.topic_prefix)("training_examples") for d in letters
+    )
+    versions = reader("models", ModelVersion).read_until(lambda items: len(items) >= 3)
+    assert versions[-1].classes == ["DOWN", "UP"] and versions[-1].task == "binary"
+    assert versions[-1].metrics["accuracy"] > 0.8, "it did not learn the string classes"
+
+
+def test_three_candidates_race_and_the_champion_switches_by_selection(
+    settings: Settings, start_service: StartService, reader: OpenReader, tmp_path: Path
+) -> None:
+    schema = tmp_path / "updown.toml"
+    schema.write_text(UPDOWN_SCHEMA)
+    models = tmp_path / "models.toml"
+    # the first candidate starts as champion: a weak one, so a better one must overtake it
+    models.write_text(
+        '[[candidates]]\nname = "prior"\nfactory = "river.dummy:PriorClassifier"\n'
+        '[[candidates]]\nname = "logistic"\nestimator = "river.linear_model.LogisticRegression"\n'
+        '[[candidates]]\nname = "tree"\nestimator = "river.tree.HoeffdingTreeClassifier"\n'
+    )
+    port = free_port()
+    env = _env(
+        schema,
+        EDDY_METRICS_PORT=str(port),
+        EDDY_TRAINING__MODELS=str(models),
+        EDDY_TRAINING__SELECTION_MIN_EXAMPLES="300",
+        EDDY_TRAINING__PUBLISH_EVERY="1000",
+    )
+    start_service("training", **env)
+    send(settings, sea_examples(1200))
+    wait_for_metric(port, "eddy_examples_learned_total", 1200)
+    versions = reader("models", ModelVersion).read_until(
+        lambda items: any(v.trigger == "selection" for v in items)
+    )
+    selection = next(v for v in versions if v.trigger == "selection")
+    assert selection.spec is not None and selection.spec.name != "prior"
+    assert "overtook prior on accuracy" in selection.description
+    assert selection.metrics["chosen_accuracy"] > selection.metrics["previous_accuracy"]
+    redis = connect_redis(settings)
+    key = leaderboard_key(settings.topic_prefix, settings.model_name)
+
+    def board_at_the_end() -> dict[str, dict[str, object]] | None:
+        board = json.loads(redis.get(key) or b'{"examples": 0}')
+        if board["examples"] < 1200:
+            return None  # exported at most once a second: the last batch comes next
+        return {row["candidate"]: row for row in board["candidates"]}
+
+    rows = poll_until(board_at_the_end, timeout_s=10)
+    assert rows is not None, "the leaderboard never showed every example learned"
+    assert set(rows) == {"prior", "logistic", "tree", "baseline"}
+    assert all(row["examples"] == 1200 for row in rows.values())
+    assert rows[selection.spec.name]["champion"]
