@@ -66,6 +66,11 @@ class ModelSpec(BaseModel):
     factory: FactoryPath | None = Field(
         None, description="A `module:function` that returns a River-compatible model."
     )
+    process: Literal["shared", "own"] = Field(
+        "shared",
+        description="'own': learn in a process of its own, so a heavy model does not hold "
+        "back training (its scores reach the leaderboard from there).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:

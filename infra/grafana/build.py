@@ -51,6 +51,9 @@ DASHBOARDS: dict[str, tuple[str, str, list[str | Panel]]] = {
         ("Accuracy of served predictions", "Rolling, over the last labelled predictions.",
          "percentunit", [('eddy_kpi{kpi="accuracy"}', "served {{model}}"),
                          ("eddy_prequential_score", "prequential {{model}}")]),
+        ("Candidates: the leaderboard", "Each candidate's prequential accuracy (MAE for "
+         "numbers) over the recent window; the champion is the one serving.", "short",
+         [('eddy_candidate_score{metric=~"accuracy|mae"}', "{{candidate}}")]),
         ("Label coverage", "Share of matured predictions that got a label.", "percentunit",
          [('eddy_kpi{kpi="label_coverage"}', "{{model}}")]),
         ("KPI breaches", "1 while a KPI is outside its configured bounds.", "short",

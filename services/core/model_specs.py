@@ -45,9 +45,15 @@ _DEFAULT_ESTIMATORS = {
 
 
 def default_specs(schema: FeatureSchema) -> list[ModelSpec]:
-    """One linear model for the schema's target."""
+    """One linear model for the schema's target.
+
+    The regression's intercept learns ten times faster than River's default (0.1, as River's
+    own TrumpApproval example has it): labels are rarely centred on 0, and with the default a
+    young model is off by the labels' mean for thousands of examples.
+    """
     estimator = _DEFAULT_ESTIMATORS[schema.target.type]
-    return [ModelSpec(name=estimator.rsplit(".", 1)[1].lower(), estimator=estimator)]
+    params = {"intercept_lr": 0.1} if schema.target.type == "regression" else {}
+    return [ModelSpec(name=estimator.rsplit(".", 1)[1].lower(), estimator=estimator, params=params)]
 
 
 def baseline_spec(schema: FeatureSchema) -> ModelSpec:

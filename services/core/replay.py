@@ -218,6 +218,8 @@ class ReplaySummary:
                     f"   {mark}{row['rank']:>2}. {row['candidate']:<24} {row['metric']} "
                     f"{_fmt(row.get('score'))}  {row['examples']} examples, "
                     f"{row['examples_per_s']:.0f}/s"
+                    + (f", {row['behind']} behind" if row.get("behind") else "")
+                    + (" (own process)" if row.get("process") == "own" else "")
                 )
         return out
 

@@ -179,6 +179,17 @@ class TrainingSettings(_Group):
         "(a warning in training's log and a counter), ignore. As JSON; kinds left out keep "
         "their default.",
     )
+    worker_checkpoint_s: float = Field(
+        2.0,
+        gt=0,
+        description="How often a candidate in its own process saves itself (model, scores and "
+        "input positions) in Redis: what a restart of that process resumes from.",
+    )
+    worker: str = Field(
+        "",
+        description="Set by training for the processes it starts: the candidate this process "
+        "learns (empty: the training service itself).",
+    )
     drift_alpha: float = Field(
         0.05,
         gt=0,

@@ -244,6 +244,8 @@ class ExamplesHandler:
             if example.model_version is not None:
                 quality.model_version = example.model_version
             if self.regression:
+                if not (_is_number(example.prediction) and _is_number(example.label)):
+                    continue  # a class where a number belongs: training dead-letters such labels
                 error = abs(float(example.prediction) - float(example.label))
                 quality.mae.update(error)
             else:
@@ -256,6 +258,10 @@ class ExamplesHandler:
         if messages:
             quality.after_batch(effects, messages[-1])
         return effects
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class PredictionsHandler:

@@ -24,7 +24,6 @@ EXPORT_INTERVAL_S = 1.0
 
 def rows(race: Race, metric: Metric) -> list[dict[str, Any]]:
     """One row per candidate, best first by ``metric``."""
-    lagging = max((c.learned + c.errors for c in race.candidates.values()), default=0)
     board = []
     for rank, candidate in enumerate(standings(race, metric), start=1):
         task_metrics = TASK_METRICS[candidate.task]
@@ -33,14 +32,16 @@ def rows(race: Race, metric: Metric) -> list[dict[str, Any]]:
                 "rank": rank,
                 "candidate": candidate.name,
                 "champion": candidate.name == race.champion,
+                "process": candidate.spec.process,
                 "metric": metric,
-                "score": candidate.scores.value(metric),
-                "scores": {m: candidate.scores.value(m) for m in task_metrics},
-                "since_start": candidate.scores.since_start(),
+                "score": candidate.value(metric),
+                "scores": {m: candidate.value(m) for m in task_metrics},
+                "since_start": candidate.since_start(),
                 "examples": candidate.learned,
                 "errors": candidate.errors,
                 "examples_per_s": round(candidate.examples_per_second(), 1),
-                "behind": lagging - (candidate.learned + candidate.errors),
+                # examples training has learned that this candidate has not (yet)
+                "behind": max(race.examples - (candidate.learned + candidate.errors), 0),
                 "spec": candidate.spec.model_dump(exclude_defaults=True),
             }
         )

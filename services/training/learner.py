@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from schemas.base import Features, Target
 from schemas.models import ModelSpec, Task
-from services.training.scores import Prequential
+from services.training.scores import TASK_METRICS, Metric, Prequential
 
 #: Passes over the recent window when retraining after a drift: one pass over a few hundred
 #: examples leaves SGD short of convergence; three gets within a point of a long-trained model.
@@ -125,6 +125,63 @@ class Candidate:
         """How fast it learns (prediction and scoring included)."""
         return self.learned / self.seconds if self.seconds > 0 else 0.0
 
+    def value(self, metric: Metric) -> float | None:
+        """Its score by ``metric`` over the recent window (None before any example)."""
+        return self.scores.value(metric)
+
+    def since_start(self) -> float | None:
+        """Accuracy or MAE over every example it scored."""
+        return self.scores.since_start()
+
+    def values(self) -> dict[str, float]:
+        """Every metric with a value, and accuracy or MAE since the start."""
+        return self.scores.values()
+
+
+class RemoteCandidate:
+    """A candidate learning in a process of its own, as its last reported row shows it."""
+
+    def __init__(self, spec: ModelSpec, task: Task) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.task = task
+        self.row: dict[str, Any] = {}
+
+    @property
+    def learned(self) -> int:
+        """Examples its process has learned."""
+        return int(self.row.get("examples", 0))
+
+    @property
+    def errors(self) -> int:
+        """Examples its process failed on."""
+        return int(self.row.get("errors", 0))
+
+    def examples_per_second(self) -> float:
+        """How fast its process learns."""
+        return float(self.row.get("examples_per_s", 0.0))
+
+    def value(self, metric: Metric) -> float | None:
+        """Its score by ``metric``, as last reported."""
+        value = self.row.get("scores", {}).get(metric)
+        return None if value is None else float(value)
+
+    def since_start(self) -> float | None:
+        """Accuracy or MAE since its start, as last reported."""
+        value = self.row.get("since_start")
+        return None if value is None else float(value)
+
+    def values(self) -> dict[str, float]:
+        """Every metric with a value, and accuracy or MAE since the start, as last reported."""
+        shown = {m: float(v) for m, v in self.row.get("scores", {}).items() if v is not None}
+        total = self.since_start()
+        if total is not None:
+            shown[f"{TASK_METRICS[self.task][0]}_since_start"] = total
+        return shown
+
+
+Member = Candidate | RemoteCandidate
+
 
 @dataclass
 class Retrained:
@@ -170,9 +227,12 @@ class Race:
         champion: str,
         recent_window: int,
         build: Callable[[ModelSpec], Any],
+        remote: Sequence[RemoteCandidate] = (),
     ) -> None:
         self.candidates = {c.name: c for c in candidates}
-        if champion not in self.candidates:
+        #: candidates learning in processes of their own, by name
+        self.remote: dict[str, RemoteCandidate] = {r.name: r for r in remote}
+        if champion not in self.candidates and champion not in self.remote:
             raise ValueError(f"champion {champion!r} is not a candidate")
         self.champion = champion
         self.recent: deque[Example] = deque(maxlen=recent_window)
@@ -190,9 +250,13 @@ class Race:
         return {k: v for k, v in self.__dict__.items() if k != "build"}
 
     @property
-    def leader(self) -> Candidate:
+    def leader(self) -> Member:
         """The champion candidate (the one whose model serving gets)."""
-        return self.candidates[self.champion]
+        return self.candidates.get(self.champion) or self.remote[self.champion]
+
+    def members(self) -> list[Member]:
+        """Every candidate: those learning here, then those in processes of their own."""
+        return [*self.candidates.values(), *self.remote.values()]
 
     def learn(self, example: Example) -> None:
         """Every candidate scores, then learns, the example."""
@@ -206,8 +270,8 @@ class Race:
             self.classes[type(label), label] = label
 
     def snapshot(self) -> Any:
-        """A frozen copy of the champion's model as it is now (what gets published)."""
-        return copy.deepcopy(self.leader.model)
+        """A frozen copy of the champion's model as it is now (a champion learning here)."""
+        return copy.deepcopy(self.candidates[self.champion].model)
 
     def retrain_after_drift(self, drift_window: int, validation: int) -> list[Retrained]:
         """For each candidate, a fresh model trained on the recent window, judged on its newest.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas.models import Task
-from services.training.learner import Candidate, Race
+from services.training.learner import Member, Race
 from services.training.scores import TASK_METRICS, Metric, better
 
 
@@ -54,12 +54,13 @@ class Switch:
         )
 
 
-def standings(race: Race, metric: Metric) -> list[Candidate]:
+def standings(race: Race, metric: Metric) -> list[Member]:
     """Candidates best first by ``metric`` (those without a value yet last)."""
-    scored = [c for c in race.candidates.values() if c.scores.value(metric) is not None]
-    unscored = [c for c in race.candidates.values() if c.scores.value(metric) is None]
+    members = race.members()
+    scored = [c for c in members if c.value(metric) is not None]
+    unscored = [c for c in members if c.value(metric) is None]
     reverse = not better(metric, 0.0, 1.0)  # higher is better: sort descending
-    scored.sort(key=lambda c: c.scores.value(metric) or 0.0, reverse=reverse)
+    scored.sort(key=lambda c: c.value(metric) or 0.0, reverse=reverse)
     return scored + unscored
 
 
@@ -70,9 +71,9 @@ def choose(race: Race, rule: SelectionRule) -> Switch | None:
     if race.switched_at is not None and race.examples - race.switched_at < rule.cooldown:
         return None
     champion = race.leader
-    current = champion.scores.value(rule.metric)
+    current = champion.value(rule.metric)
     best = standings(race, rule.metric)[0]
-    value = best.scores.value(rule.metric)
+    value = best.value(rule.metric)
     if best is champion or value is None or best.learned < rule.min_examples:
         return None
     if current is not None:

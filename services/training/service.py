@@ -47,8 +47,10 @@ from services.core.settings import Settings, TrainingSettings
 from services.core.stream import BatchHandler, Effects, decode, reject
 from services.training.awaiting import AwaitingDrifts
 from services.training.leaderboard import Leaderboard
-from services.training.learner import Candidate, Example, Learned, Race
+from services.training.learner import Candidate, Example, Learned, Race, RemoteCandidate
+from services.training.processes import CandidateProcesses
 from services.training.selection import SelectionRule, Switch, choose
+from services.training.worker import checkpoint_store, run_worker
 
 SERVICE = "training"
 log = logging.getLogger(__name__)
@@ -116,7 +118,10 @@ class Trainer:
         self.awaiting = AwaitingDrifts(runtime.redis, f"{settings.topic_prefix}{SERVICE}")
         self.positions = resume_positions(history, self.examples_topic)
         self.version = history[-1].version if history else 0
+        self.redis = runtime.redis
         self.race = self._fresh_race(history[-1] if history else None)
+        own = [spec.name for spec in self.specs if spec.process == "own"]
+        self.workers = CandidateProcesses(settings, runtime.redis, own)
         self.checkpoints = CheckpointStore(
             runtime.redis,
             f"eddy:{settings.topic_prefix}{SERVICE}:{self.model_name}:checkpoint",
@@ -149,20 +154,26 @@ class Trainer:
         return build_model(spec, self.schema)
 
     def _fresh_race(self, latest: ModelVersion | None) -> Race:
-        """New candidates; the newest version's model continues as the candidate it came from."""
+        """New candidates; the newest version's model continues as the candidate it came from.
+
+        The first candidate learning here starts as champion (the baseline, if every declared
+        one has a process of its own): a candidate elsewhere has no model to publish yet.
+        """
         rules = self.settings.training
         task = self.target.type
         candidates = [
             Candidate(spec, self._build(spec), task, rules.score_window, rules.recent_window)
             for spec in self.specs
+            if spec.process == "shared"
         ]
+        remote = [RemoteCandidate(spec, task) for spec in self.specs if spec.process == "own"]
         champion = candidates[0]
         if latest is not None:
             _data, model = registry.load_verified(latest, self.settings.signing_key_bytes())
             named = latest.spec.name if latest.spec is not None else None
             champion = next((c for c in candidates if c.name == named), candidates[0])
             champion.model = model
-        return Race(candidates, champion.name, rules.recent_window, self._build)
+        return Race(candidates, champion.name, rules.recent_window, self._build, remote)
 
     def _fingerprint(self) -> str:
         """What the saved race embodies: another set of candidates or target starts afresh."""
@@ -183,7 +194,13 @@ class Trainer:
         return partitions
 
     def tick(self) -> Effects:
-        """Between batches: the leaderboard as of the last example learned."""
+        """Between batches: the candidates' own processes (alive, and their rows), the board."""
+        if self.race.remote:
+            self.workers.supervise()
+            for name, row in self.workers.rows().items():
+                if name in self.race.remote:
+                    self.race.remote[name].row = row
+            self.board.update(self.race)  # their rows change between training's batches
         self.board.flush()
         return Effects()
 
@@ -237,7 +254,7 @@ class Trainer:
             self.publish("scheduled", description=f"after {rules.publish_interval_s:g} s")
         # once per batch: each increment takes the counter's lock, and a rate needs no finer grain
         self.learned.inc(learned)
-        score = race.leader.scores.value(self.rule.metric)
+        score = race.leader.value(self.rule.metric)
         if score is not None:
             self.score_gauge.set(score)
         self.board.update(race)
@@ -291,7 +308,7 @@ class Trainer:
         self.awaiting.remove(drift)
         self.reacted.add(drift.drift_id)
         z_needed = _z_quantile(1 - rules.drift_alpha)
-        champion = self.race.champion
+        champion = self.race.champion  # one in its own process is not retrained here
         adopted = [r for r in retrained if r.passes(z_needed, rules.min_gain)]
         verdicts = {r.candidate: round(r.improvement()[0], 4) for r in retrained}
         for winner in adopted:
@@ -303,7 +320,7 @@ class Trainer:
                 extra={"drift_id": drift.drift_id, "loss_saved": verdicts},
             )
             return
-        won = next(r for r in adopted if r.candidate == champion)
+        won = next(r for r in adopted if r.candidate == champion)  # learning here
         gain, z = won.improvement()
         self.race.since_publish = Learned.of(won.window)
         self.publish(
@@ -318,6 +335,9 @@ class Trainer:
 
     def switch_to(self, switch: Switch) -> None:
         """Serve another candidate: publish its model as a ``selection`` version."""
+        if switch.chosen in self.race.remote and self._remote_model(switch.chosen) is None:
+            log.warning("selection: no checkpoint of %s to publish yet", switch.chosen)
+            return
         self.race.champion = switch.chosen
         self.race.switched_at = self.race.examples
         self.publish(
@@ -336,14 +356,19 @@ class Trainer:
         drift_event_id: str | None = None,
         description: str = "",
         extra_metrics: dict[str, float] | None = None,
-    ) -> ModelVersion:
-        """Sign and announce the champion's model as the next version."""
+    ) -> ModelVersion | None:
+        """Sign and announce the champion's model as the next version (None: it has none yet)."""
         race = self.race
         leader = race.leader
-        snapshot = race.snapshot()
+        snapshot = (
+            self._remote_model(leader.name) if leader.name in race.remote else race.snapshot()
+        )
+        if snapshot is None:
+            log.warning("no checkpoint of %s to publish yet", leader.name)
+            return None
         learned = race.since_publish
         scores = {
-            **leader.scores.values(),
+            **leader.values(),
             "examples": float(learned.count),
             **(extra_metrics or {}),
         }
@@ -375,6 +400,14 @@ class Trainer:
         metrics.VERSIONS_PUBLISHED.labels(SERVICE, self.model_name, trigger).inc()
         log.info("published", extra={"version": version.version, "trigger": trigger})
         return version
+
+    def _remote_model(self, name: str) -> Any:
+        """The model of the newest checkpoint of a candidate's own process (None: none yet)."""
+        spec = self.race.remote[name].spec
+        saved = checkpoint_store(self.redis, self.settings, spec, self.target).load()
+        if saved is None or not isinstance(saved.state, Candidate):
+            return None
+        return saved.state.model
 
     def _save_race(self) -> None:
         """Keep every candidate as of this version, so a restart continues the race from it."""
@@ -412,9 +445,18 @@ def handlers(runtime: Runtime, trainer: Trainer) -> dict[str, BatchHandler]:
 
 def run(settings: Settings | None = None) -> None:
     """Entry point: resume from the registry, then learn until SIGTERM or SIGINT."""
-    runtime = bootstrap(SERVICE, settings)
+    settings = settings or Settings()
+    worker = settings.training.worker
+    runtime = bootstrap(f"{SERVICE}-{worker}" if worker else SERVICE, settings)
     runtime.settings = batching_fetches(runtime.settings, runtime.settings.training.fetch_wait_ms)
+    if runtime.settings.training.worker:
+        run_worker(runtime, runtime.settings.training.worker)
+        return
     trainer = Trainer(runtime)
-    run_stream_service(
-        runtime, handlers(runtime, trainer), tick=trainer.tick, on_assign=trainer.on_assign
-    )
+    trainer.workers.start()
+    try:
+        run_stream_service(
+            runtime, handlers(runtime, trainer), tick=trainer.tick, on_assign=trainer.on_assign
+        )
+    finally:
+        trainer.workers.stop()

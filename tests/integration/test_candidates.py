@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -145,3 +147,66 @@ def test_three_candidates_race_and_the_champion_switches_by_selection(
     assert set(rows) == {"prior", "logistic", "tree", "baseline"}
     assert all(row["examples"] == 1200 for row in rows.values())
     assert rows[selection.spec.name]["champion"]
+
+
+def _race(settings: Settings) -> dict[str, dict[str, object]]:
+    board = json.loads(
+        connect_redis(settings).get(leaderboard_key(settings.topic_prefix, settings.model_name))
+        or b'{"candidates": []}'
+    )
+    return {row["candidate"]: row for row in board["candidates"]}
+
+
+def test_a_candidate_in_its_own_process_killed_mid_stream_loses_no_example(
+    settings: Settings, start_service: StartService, reader: OpenReader, tmp_path: Path
+) -> None:
+    schema = tmp_path / "updown.toml"
+    schema.write_text(UPDOWN_SCHEMA)
+    models = tmp_path / "models.toml"
+    # the weak prior starts as champion; the tree, in its own process, must overtake it
+    models.write_text(
+        '[[candidates]]\nname = "prior"\nfactory = "river.dummy:PriorClassifier"\n'
+        '[[candidates]]\nname = "tree"\nestimator = "river.tree.HoeffdingTreeClassifier"\n'
+        'process = "own"\n'
+    )
+    env = _env(
+        schema,
+        EDDY_TRAINING__MODELS=str(models),
+        EDDY_TRAINING__SELECTION_MIN_EXAMPLES="300",
+        EDDY_TRAINING__WORKER_CHECKPOINT_S="0.5",
+    )
+    start_service("training", **env)
+    send(settings, sea_examples(600))
+    first = poll_until(
+        lambda: ((row := _race(settings).get("tree")) and row["examples"] >= 300 and row) or None,
+        timeout_s=60,
+    )
+    assert first is not None, "the tree's process never reported"
+    assert first["process"] == "own"
+    killed = _pid(settings, "tree")
+    os.kill(killed, signal.SIGKILL)
+    send(settings, sea_examples(600, start=600))
+
+    def caught_up() -> dict[str, object] | None:
+        row = _race(settings).get("tree")
+        return row if row and row["examples"] == 1200 and row["behind"] == 0 else None
+
+    settled = poll_until(caught_up, timeout_s=90)
+    assert settled is not None, (
+        f"the restarted tree did not learn each example once: {_race(settings)}"
+    )
+    assert _pid(settings, "tree") != killed, "training did not restart the tree's process"
+    versions = reader("models", ModelVersion).read_until(
+        lambda items: any(v.trigger == "selection" for v in items)
+    )
+    chosen = next(v for v in versions if v.trigger == "selection")
+    assert chosen.spec is not None and chosen.spec.name == "tree"
+    numbers = [v.version for v in versions]
+    assert numbers == sorted(set(numbers)), f"a version was published twice: {numbers}"
+
+
+def _pid(settings: Settings, name: str) -> int:
+    rows = connect_redis(settings).hgetall(
+        f"eddy:{settings.topic_prefix}training:{settings.model_name}:candidates"
+    )
+    return int(json.loads(rows[name.encode()])["pid"])
