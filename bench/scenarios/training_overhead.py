@@ -120,6 +120,7 @@ def _service_rate(ctx: Context, rows: Rows, timeout_s: float) -> Rate:
         "EDDY_TRAINING__PUBLISH_EVERY": str(10 * count),
         "EDDY_TRAINING__FIRST_INTERVAL": "0",
         "EDDY_TRAINING__PUBLISH_INTERVAL_S": "0",
+        "EDDY_TRAINING__SMALL_MODEL_BYTES": "0",
         "EDDY_METRICS_PORT": str(port),
     }
     with ctx.services(settings, "training", **env) as (training,):

@@ -26,7 +26,7 @@ from typing import Any, cast
 import redis
 from confluent_kafka import TopicPartition
 
-from services.core.registry import sign
+from services.core.registry import deep_pickle, sign
 from services.core.stream import Effects
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,11 @@ class Checkpointing:
         if not self._unsaved or now - self._last < self.interval_s:
             return []
         self._last, self._unsaved = now, False
-        state = pickle.dumps(self.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            state = deep_pickle(self.snapshot())
+        except Exception as error:  # a state that cannot be saved must not stop the service
+            log.error("checkpoint not saved: %r", error, extra={"key": self.store.key})
+            return []
         at = dict(self.seen)
         return [lambda: self.store.save(state, at)]
 

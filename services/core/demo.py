@@ -168,10 +168,18 @@ class LoopReport:
                 f"v{version.version} served from event {serving_from} "
                 f"({serving_from - detected_at} events later)"
             )
-        for at, v in self.versions:
+        scheduled = [at for at, v in self.versions if v.trigger == "scheduled"]
+        if scheduled:
             lines.append(
-                f"  version v{v.version:<5} {v.trigger:<9} seen at event {at:>5}: {v.description}"
+                f"  versions        {len(scheduled)} scheduled, seen from event {scheduled[0]} "
+                f"to {scheduled[-1]}"
             )
+        for at, v in self.versions:
+            if v.trigger != "scheduled":
+                lines.append(
+                    f"  version v{v.version:<5} {v.trigger:<9} seen at event {at:>5}: "
+                    f"{v.description}"
+                )
         reasons = ", ".join(f"{k} {n}" for k, n in sorted(self.dead_letters.items()))
         lines.append(f"  dead letters    {sum(self.dead_letters.values())} ({reasons or 'none'})")
         if self.latencies_ms:
@@ -349,10 +357,11 @@ class LoopRun:
             elif role == "models":
                 version = ModelVersion.model_validate_json(raw)
                 report.versions.append((self.sent, version))
-                self.echo(
-                    f"  + model v{version.version} published ({version.trigger}) "
-                    f"at event {self.sent}: {version.description}"
-                )
+                if version.trigger != "scheduled":  # those come every few dozen examples
+                    self.echo(
+                        f"  + model v{version.version} published ({version.trigger}) "
+                        f"at event {self.sent}: {version.description}"
+                    )
 
     def _check_services(self) -> None:
         for service in self.services:

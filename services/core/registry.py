@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import pickle
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -90,9 +91,24 @@ def orphaned_artifacts(root: Path, history: list[ModelVersion]) -> list[Path]:
     return [path for path in found if path not in named]
 
 
+#: Recursion allowed while pickling: a deep tree nests a few frames per level, and Python's
+#: default of 1,000 stops at a depth of a few hundred (a Hoeffding tree on a time-like feature).
+PICKLE_RECURSION_LIMIT = 20_000
+
+
+def deep_pickle(obj: Any) -> bytes:
+    """``pickle.dumps`` for objects that nest deeply (trees), with a raised recursion limit."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, PICKLE_RECURSION_LIMIT))
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 def serialize_river(model: Any) -> bytes:
     """A River model as artifact bytes."""
-    return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    return deep_pickle(model)
 
 
 def load_verified(version: ModelVersion, key: bytes) -> tuple[bytes, Any]:

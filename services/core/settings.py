@@ -155,6 +155,16 @@ class TrainingSettings(_Group):
     publish_every: int = Field(
         250, ge=1, description="Publish a scheduled version every N examples learned."
     )
+    small_publish_every: int = Field(
+        50,
+        ge=1,
+        description="Publish every N examples instead while the model's artifact is at most "
+        "small_model_bytes: a small model is cheap to publish and load, and serving then "
+        "answers with close to what training learned.",
+    )
+    small_model_bytes: int = Field(
+        65_536, ge=0, description="Largest artifact published every small_publish_every."
+    )
     publish_interval_s: float = Field(
         5.0,
         ge=0,

@@ -6,9 +6,9 @@ publish, and lets the selection rule (selection.py) name a new champion.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
+import pickle
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from schemas.base import Features, Target
 from schemas.models import ModelSpec, Task
+from services.core.registry import deep_pickle
 from services.training.scores import TASK_METRICS, Metric, Prequential
 
 #: Passes over the recent window when retraining after a drift: one pass over a few hundred
@@ -271,7 +272,7 @@ class Race:
 
     def snapshot(self) -> Any:
         """A frozen copy of the champion's model as it is now (a champion learning here)."""
-        return copy.deepcopy(self.candidates[self.champion].model)
+        return pickle.loads(deep_pickle(self.candidates[self.champion].model))
 
     def retrain_after_drift(self, drift_window: int, validation: int) -> list[Retrained]:
         """For each candidate, a fresh model trained on the recent window, judged on its newest.

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import pickle
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -74,22 +73,31 @@ def resume_positions(history: Sequence[ModelVersion], topic: str) -> dict[int, i
     return positions
 
 
-def scheduled_interval(version: int, rules: TrainingSettings) -> int:
+def scheduled_interval(
+    version: int, rules: TrainingSettings, artifact_bytes: int | None = None
+) -> int:
     """Examples after ``version`` until the next scheduled one: doubling, up to every N.
 
-    Derived from the version number alone, so a restarted service cuts versions at the same
-    points of the stream as the one before it.
+    Derived from the version number (and the size of the last artifact), so a restarted
+    service cuts versions at the same points of the stream as the one before it. A model whose
+    artifact is small is cheap to publish and to load, so it is published more often: serving
+    then answers with close to what training has learned.
 
-    >>> rules = TrainingSettings(first_interval=10, publish_every=100)
+    >>> rules = TrainingSettings(first_interval=10, publish_every=100, small_publish_every=30)
     >>> [scheduled_interval(v, rules) for v in range(1, 7)]
     [10, 20, 40, 80, 100, 100]
+    >>> [scheduled_interval(v, rules, artifact_bytes=5_000) for v in range(1, 5)]
+    [10, 20, 30, 30]
     >>> scheduled_interval(1, TrainingSettings(first_interval=0, publish_every=100))
     100
     """
+    every = rules.publish_every
+    if artifact_bytes is not None and artifact_bytes <= rules.small_model_bytes:
+        every = min(every, rules.small_publish_every)
     if rules.first_interval == 0:
-        return rules.publish_every
+        return every
     doublings = min(max(version - 1, 0), 30)
-    return min(rules.publish_every, rules.first_interval << doublings)
+    return min(every, rules.first_interval << doublings)
 
 
 class Trainer:
@@ -119,6 +127,10 @@ class Trainer:
         self.positions = resume_positions(history, self.examples_topic)
         self.version = history[-1].version if history else 0
         self.redis = runtime.redis
+        #: size of the last artifact published (None before the first): small ones go often
+        self.artifact_bytes: int | None = None
+        #: scheduled versions in a row that could not be serialised (each waits one more interval)
+        self.unpublished = 0
         self.race = self._fresh_race(history[-1] if history else None)
         own = [spec.name for spec in self.specs if spec.process == "own"]
         self.workers = CandidateProcesses(settings, runtime.redis, own)
@@ -149,6 +161,10 @@ class Trainer:
         self.announcer = make_producer(settings)
         if not history:
             self.publish("initial", description="untrained starting point")
+
+    def _interval(self) -> int:
+        """Examples until the next scheduled version."""
+        return scheduled_interval(self.version, self.settings.training, self.artifact_bytes)
 
     def _build(self, spec: ModelSpec) -> Any:
         return build_model(spec, self.schema)
@@ -211,7 +227,7 @@ class Trainer:
         """
         effects = Effects()
         rules = self.settings.training
-        every = scheduled_interval(self.version, rules)
+        every = self._interval()
         race, awaiting, check = self.race, self.awaiting, self.target.check
         learned = 0
         for message in messages:
@@ -237,15 +253,15 @@ class Trainer:
             if awaiting.waiting:
                 for drift in awaiting.count_down():
                     self.react_to(drift)
-                every = scheduled_interval(self.version, rules)
+                every = self._interval()
             if race.examples % rules.selection_every == 0:
                 switch = choose(race, self.rule)
                 if switch is not None:
                     self.switch_to(switch)
-                    every = scheduled_interval(self.version, rules)
-            if race.since_publish.count >= every:
+                    every = self._interval()
+            if race.since_publish.count >= every * (1 + self.unpublished):
                 self.publish("scheduled", description=f"after {every} examples")
-                every = scheduled_interval(self.version, rules)
+                every = self._interval()
         if (
             rules.publish_interval_s > 0
             and race.since_publish.count > 0
@@ -361,7 +377,9 @@ class Trainer:
         race = self.race
         leader = race.leader
         snapshot = (
-            self._remote_model(leader.name) if leader.name in race.remote else race.snapshot()
+            self._remote_model(leader.name)
+            if leader.name in race.remote
+            else race.candidates[leader.name].model  # pickled now: the artifact is the copy
         )
         if snapshot is None:
             log.warning("no checkpoint of %s to publish yet", leader.name)
@@ -372,10 +390,18 @@ class Trainer:
             "examples": float(learned.count),
             **(extra_metrics or {}),
         }
+        try:
+            artifact = registry.serialize_river(snapshot)
+        except Exception as error:  # no version this time; learning goes on
+            log.error("model not serialised, no version: %r", error, extra={"model": leader.name})
+            self.unpublished += 1
+            return None
+        self.unpublished = 0
+        self.artifact_bytes = len(artifact)
         version = registry.publish(
             self.settings,
             self.model_name,
-            registry.serialize_river(snapshot),
+            artifact,
             trigger=trigger,
             parent_version=self.version or None,
             metrics=scores,
@@ -412,8 +438,13 @@ class Trainer:
     def _save_race(self) -> None:
         """Keep every candidate as of this version, so a restart continues the race from it."""
         state = {"version": self.version, "race": self.race}
+        try:
+            pickled = registry.deep_pickle(state)
+        except Exception as error:  # the race goes on; a restart starts it afresh
+            log.error("race not saved: %r", error, extra={"version": self.version})
+            return
         self.checkpoints.save(
-            pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
+            pickled,
             {(self.examples_topic, p): offset for p, offset in self.positions.items()},
         )
 

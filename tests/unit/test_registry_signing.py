@@ -225,3 +225,16 @@ def test_hostile_pickle_signed_with_another_key_is_never_unpickled(tmp_path: Pat
     with pytest.raises(ArtifactError, match="signature does not verify"):
         load_verified(version_for(hostile, uri, key=b"attacker-key"), KEY)
     assert not marker.exists()
+
+
+def test_a_deeply_nested_model_still_serialises() -> None:
+    # a Hoeffding tree on a time-like feature grew deep enough to stop pickle's default limit
+    deep: list[object] = []
+    for _ in range(3000):
+        deep = [deep]
+    with pytest.raises(RecursionError):
+        pickle.dumps(deep)
+    restored, depth = pickle.loads(serialize_river(deep)), 0
+    while restored:
+        restored, depth = restored[0], depth + 1
+    assert depth == 3000
