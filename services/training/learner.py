@@ -107,19 +107,20 @@ class Candidate:
         stop the others or the service.
         """
         started = time.perf_counter()
+        loss = math.nan  # one loss per example, failed or not: losses align with Race.recent
         try:
             prediction, proba = self.predict(features)
-            self.losses.append(self.scores.update(label, prediction, proba))
+            loss = self.scores.update(label, prediction, proba)
             self.model.learn_one(features, label)
             self.learned += 1
         except Exception as exc:
-            self.losses.append(math.nan)
             self.errors += 1
             if self.errors == 1 or self.errors % 1000 == 0:
                 log.warning(
                     "candidate failed on an example",
                     extra={"candidate": self.name, "errors": self.errors, "error": repr(exc)[:300]},
                 )
+        self.losses.append(loss)
         self.seconds += time.perf_counter() - started
 
     def examples_per_second(self) -> float:

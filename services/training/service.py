@@ -6,19 +6,21 @@ the candidate whose model serving gets; the selection rule (selection.py) switch
 another is clearly ahead, with a version of trigger ``selection``.
 
 Versions: an initial one when the registry has none, scheduled ones at doubling intervals from
-``first_interval`` examples up to every ``publish_every`` (and after ``publish_interval_s``
-with something learned), one per selection switch, and one per drift event after which the
-champion's retrained model beat it on held-out recent examples by a significant margin. Which
-drift kinds lead to retraining is configured (``drift_reactions``); every candidate is
-retrained, so the selection after a drift is among models that all saw it.
+``first_interval`` examples up to every ``publish_every`` (``small_publish_every`` while the
+artifact is small; and after ``publish_interval_s`` with something learned), one per selection
+switch, and one per drift event after which the champion's retrained model beat it on held-out
+recent examples by a significant margin. Which drift kinds lead to retraining is configured
+(``drift_reactions``); every candidate learning here is retrained, so the selection after a
+drift is among models that all saw it. Candidates declared ``process = "own"`` learn in
+processes training starts and watches (worker.py, processes.py).
 
 State: the registry is the checkpoint. On start, training loads the newest version and resumes
 each partition right after the last offset that any version learned (its lineage), so a crash
-loses no example and, because versions are cut at the same points of the stream, publishes no
-duplicate version. With each version it also saves the whole race (every candidate's model and
-scores) in Redis, signed; a restart whose newest version is that one continues the race from
-it, else the champion continues from the version's artifact and the others start afresh. Run
-one instance per model.
+loses no example, and numbers the next version after the newest one, so none is published
+twice. With each version it also saves the whole race (every candidate's model and scores) in
+Redis, signed; a restart whose newest version is that one continues the race from it, else the
+champion continues from the version's artifact and the others start afresh. Run one instance
+per model.
 """
 
 from __future__ import annotations

@@ -6,13 +6,14 @@ import pickle
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Message
 
 from schemas import DeadLetter, DriftEvent, Prediction, TrainingExample
 from schemas.base import Features
-from services.core.settings import Settings
+from services.core.settings import IngestSettings, Settings
 from services.core.stream import Effects
 from services.core.topics import TopicRole, Topics
 from services.monitoring.service import (
@@ -239,3 +240,44 @@ def test_a_state_of_another_shape_is_refused_and_changes_nothing(state: object) 
         monitor.restore(state)
 
     assert monitor.examples.errors is before
+
+
+def test_a_time_like_feature_that_only_grows_is_never_tested_for_data_drift(
+    tmp_path: Path,
+) -> None:
+    schema = tmp_path / "days.toml"
+    schema.write_text(
+        'name = "days"\n[features.day]\ntype = "int"\ntime_like = true\n'
+        '[features.amount]\ntype = "float"\n'
+    )
+    settings = SETTINGS.model_copy(update={"ingest": IngestSettings(feature_schema=str(schema))})
+    rng = random.Random(3)
+    values: list[Features] = [
+        {"day": 700_000 + i, "amount": rng.gauss(50, 10)} for i in range(4000)
+    ]
+    monitor = Monitor(settings, TOPICS)
+
+    events = _drift_events(_in_batches(monitor.predictions, prediction_messages(values)))
+
+    assert events == [] and sorted(monitor.data.watches) == ["amount"]
+
+
+def test_regression_errors_feed_the_mae_kpi_and_a_concept_event_when_they_grow() -> None:
+    rng = random.Random(8)
+    messages = []
+    for i in range(4000):
+        label = rng.uniform(0, 100)
+        error = rng.gauss(0, 1 if i < 3000 else 10)
+        example = TrainingExample(
+            event_id=f"ev-{i}", entity_id="e-1", ts=NOW, features={"x": 1.0},
+            label=label, prediction=label + error, model_version=1,
+        )  # fmt: skip
+        messages.append(_message("training_examples", i, example.model_dump_json().encode()))
+    handler = ExamplesHandler(SETTINGS, TOPICS, DriftPublisher(SETTINGS, TOPICS), task="regression")
+
+    events = _drift_events(_in_batches(handler, messages))
+
+    assert [(e.kind, e.subject) for e in events] == [("concept", "error")]
+    mae = handler.quality.mae.value
+    assert mae is not None and 5 < mae < 10  # the last 1,000 absolute errors, of a N(0, 10)
+    assert handler.quality.accuracy.value is None  # no accuracy for numbers
