@@ -344,7 +344,7 @@ class Trainer:
         self.publish(
             "drift",
             drift_event_id=drift.drift_id,
-            description=f"{champion} retrained on recent examples after {drift.kind} drift of "
+            description=f"retrained on recent examples after {drift.kind} drift of "
             f"{drift.subject}: trained on {len(won.window) - len(won.held_out)} examples, mean "
             f"loss {gain:.4f} lower on the {len(won.held_out)} held out (z {min(z, 99.0):.2f})",
             extra_metrics={"validation_loss_saved": gain, "validation_z": min(z, 99.0)},
