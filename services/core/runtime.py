@@ -7,6 +7,7 @@ Nothing connects at import time; a service's ``run()`` calls ``bootstrap()`` onc
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import get_args
@@ -17,7 +18,7 @@ from confluent_kafka import TopicPartition
 
 from schemas.events import RejectReason
 from services.core import metrics
-from services.core.exceptions import StackError
+from services.core.exceptions import EddyError, StackError
 from services.core.logging import configure_logging
 from services.core.metrics import serve_metrics
 from services.core.processor import AfterBatch, StreamProcessor
@@ -50,6 +51,19 @@ def redacted(url: str) -> str:
     host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
     netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def main(run: Callable[[], None]) -> None:
+    """A service's ``python -m`` entry point: Eddy's own errors end it with one line, exit 1.
+
+    A bad setting, an unreachable Redis, a model spec that does not build: the operator reads
+    what to fix, not a traceback.
+    """
+    try:
+        run()
+    except EddyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def bootstrap(

@@ -1,5 +1,6 @@
 """``python -m services.labeling``: run the labeling service."""
 
+from services.core.runtime import main
 from services.labeling.service import run
 
-run()
+main(run)

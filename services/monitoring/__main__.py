@@ -1,5 +1,6 @@
 """``python -m services.monitoring``: run the monitoring service."""
 
+from services.core.runtime import main
 from services.monitoring.service import run
 
-run()
+main(run)

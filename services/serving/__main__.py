@@ -1,5 +1,6 @@
 """``python -m services.serving``: run the serving service."""
 
+from services.core.runtime import main
 from services.serving.service import run
 
-run()
+main(run)

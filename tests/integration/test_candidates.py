@@ -211,3 +211,18 @@ def _pid(settings: Settings, name: str) -> int:
         f"eddy:{settings.topic_prefix}training:{settings.model_name}:candidates"
     )
     return int(json.loads(rows[name.encode()])["pid"])
+
+
+def test_a_bad_spec_stops_training_at_start_with_one_line_that_names_it(
+    settings: Settings, start_service: StartService, tmp_path: Path
+) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text(
+        '[[candidates]]\nname = "softmax"\nestimator = "river.linear_model.SoftmaxRegresion"\n'
+    )
+    training = start_service("training", EDDY_TRAINING__MODELS=str(models))
+    assert training.process is not None
+    assert training.process.wait(60) == 1
+    log = training.log_path.read_text()
+    assert "model 'softmax': river.linear_model has no 'SoftmaxRegresion'" in log
+    assert "Traceback" not in log
