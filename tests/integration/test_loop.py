@@ -48,3 +48,44 @@ def test_a_stationary_stream_of_the_same_length_raises_no_drift_event(
     assert len(report.predictions) == EVENTS
     assert report.drift_events == []
     assert all(v.trigger in ("initial", "scheduled") for _at, v in report.versions)
+
+
+def test_a_multiclass_stream_with_a_drift_is_served_joined_and_retrained_for(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # LED digits: ten classes; at the drift seven attributes swap roles
+    scenario = Scenario(events=EVENTS, drift_at=DRIFT_AT, rate=400, bad_every=0, stream="led")
+    configured = loop_settings(settings, feature_schema="led")
+    report = LoopRun(configured, scenario, tmp_path, print).run()
+    print("\n".join(report.summary()))
+
+    assert len(report.predictions) == EVENTS
+    trained = {p.prediction for p in report.predictions.values() if p.model_version > 1}
+    assert trained <= set(range(10))  # the untrained first version answers None
+    concept = [at for at, e in report.drift_events if e.kind == "concept"]
+    assert concept and min(concept) >= DRIFT_AT, f"concept drift events at {concept}"
+    version = report.drift_version()
+    assert version is not None, f"no drift version among {[v.trigger for _a, v in report.versions]}"
+    assert version.task == "multiclass"
+    assert report.first_served_by(version.version) is not None, "serving never switched to it"
+    assert (report.accuracy(DRIFT_AT - 1000, DRIFT_AT) or 0) > 0.5  # ten classes: 0.1 by chance
+
+
+def test_a_regression_stream_with_a_drift_is_served_joined_and_watched(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Friedman #1: a number; at the drift its function changes
+    scenario = Scenario(events=EVENTS, drift_at=DRIFT_AT, rate=400, bad_every=0, stream="friedman")
+    configured = loop_settings(settings, feature_schema="friedman")
+    report = LoopRun(configured, scenario, tmp_path, print).run()
+
+    assert len(report.predictions) == EVENTS
+    errors = [
+        abs(float(p.prediction) - float(report.labels[e]))  # type: ignore[arg-type]
+        for e, p in report.predictions.items()
+        if DRIFT_AT - 1000 <= report.index[e] < DRIFT_AT
+    ]
+    assert sum(errors) / len(errors) < 3.5  # the labels spread over about 0-30
+    concept = [at for at, e in report.drift_events if e.kind == "concept"]
+    assert concept and min(concept) >= DRIFT_AT, f"concept drift events at {concept}"
+    assert all(v.task == "regression" for _at, v in report.versions)
