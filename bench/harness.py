@@ -304,9 +304,13 @@ def write_results(
         except ValueError:
             previous = {}
         old_dates = previous.get("dates", {})
+        measured = {(f.scenario, f.name) for f in figures}
         for figure in previous.get("figures", []):
             scenario = figure.get("scenario")
-            if scenario not in ran:
+            # footprint figures are one per service: a run that started some keeps the others'
+            if scenario not in ran or (
+                scenario == "footprint" and (scenario, figure.get("name")) not in measured
+            ):
                 kept.append(figure)
                 dates[scenario] = old_dates.get(scenario, previous.get("date", ""))
         old_load = {k: v for k, v in previous.get("load", {}).items() if k not in (load or {})}

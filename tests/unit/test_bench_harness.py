@@ -50,3 +50,21 @@ def test_rerunning_one_scenario_keeps_the_others_figures_with_their_dates(tmp_pa
     assert [(f["scenario"], f["value"]) for f in again["figures"]] == [("a", 1.0), ("b", 3.0)]
     assert again["dates"]["a"] == written["dates"]["a"]
     assert again["load"] == {"a": {"seconds": 1.0}, "b": {"seconds": 3.0}}
+
+
+def test_a_run_that_measured_some_services_footprints_keeps_the_others(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    write_results(
+        [
+            Figure("footprint", "peak RSS ingest", 60.0, "MB"),
+            Figure("footprint", "peak RSS training", 160.0, "MB"),
+        ],
+        results,
+    )
+    write_results([Figure("footprint", "peak RSS training", 170.0, "MB")], results)
+    figures = json.loads(results.read_text())["figures"]
+
+    assert [(f["name"], f["value"]) for f in figures] == [
+        ("peak RSS ingest", 60.0),
+        ("peak RSS training", 170.0),
+    ]
