@@ -65,7 +65,7 @@ class _EddyGroup(click.Group):
 def main() -> None:
     """Eddy: continuous-learning ML on event streams.
 
-    Settings come from EDDY_* environment variables (see the README). With no
+    Settings come from EDDY_* environment variables (docs/configuration.md). With no
     EDDY_KAFKA_BOOTSTRAP / EDDY_REDIS_URL, `eddy demo` and `eddy stack up` start an
     embedded broker and Redis; the other commands need endpoints.
     """

@@ -1,7 +1,7 @@
 """One frozen Settings object per process, read from the environment (prefix ``EDDY_``) once.
 
 Nested groups use ``__`` in the variable name: ``EDDY_KAFKA__BATCH_SIZE=1000``.
-Every field is documented in the README's settings table; a test checks that.
+Every field is documented in docs/configuration.md; a test checks that.
 """
 
 from __future__ import annotations

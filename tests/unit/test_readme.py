@@ -1,4 +1,4 @@
-"""The README tells a newcomer the truth: every setting and every command is documented."""
+"""The docs tell a newcomer the truth: every setting and every command is documented."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pydantic import BaseModel
 from services.core.cli import main
 from services.core.settings import Settings
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
 
 
 def _variables(model: type[BaseModel], prefix: str = "EDDY_") -> list[str]:
@@ -34,9 +36,15 @@ def _commands(group: click.Group, prefix: str = "eddy") -> list[str]:
     return found
 
 
-def test_every_setting_is_in_the_readme_settings_table() -> None:
-    missing = [v for v in _variables(Settings) if f"| `{v}` |" not in README]
-    assert missing == [], f"settings not documented in README.md: {missing}"
+def test_every_setting_is_in_the_configuration_reference() -> None:
+    missing = [v for v in _variables(Settings) if f"| `{v}` |" not in CONFIGURATION]
+    assert missing == [], f"settings not documented in docs/configuration.md: {missing}"
+
+
+def test_the_readme_stays_the_front_door_and_links_every_docs_page() -> None:
+    assert len(README.splitlines()) <= 250
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+    assert pages and all(f"docs/{page}" in README for page in pages)
 
 
 def test_every_cli_command_is_in_the_readme() -> None:
