@@ -11,6 +11,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY services/ services/
 COPY schemas/ schemas/
+COPY eddy/ eddy/
 # The wheel force-includes infra/ as services/core/_infra (topics, feature schemas).
 COPY infra/ infra/
 RUN /opt/eddy/bin/pip install .

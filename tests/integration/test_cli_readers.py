@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from services.core.cli import main
+from eddy.cli import main
 from services.core.feature_schema import FeatureSchema
 from services.core.model_specs import baseline_spec, build_model, default_specs
 from services.core.settings import Settings

@@ -73,7 +73,7 @@ def test_stack_up_stops_everything_on_ctrl_c_or_sigterm(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.core.cli", "stack", "up"],
+        [sys.executable, "-m", "eddy.cli", "stack", "up"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

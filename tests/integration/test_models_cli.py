@@ -6,8 +6,8 @@ import pickle
 
 from click.testing import CliRunner
 
+from eddy.cli import main
 from schemas import ModelVersion, Prediction
-from services.core.cli import main
 from services.core.settings import Settings
 from services.core.supervisor import service_env
 from services.serving.model import RiverPredictor

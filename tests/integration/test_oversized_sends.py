@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from eddy.cli import main
 from schemas import RawEvent
-from services.core.cli import main
 from services.core.client import EddyClient
 from services.core.exceptions import MessageTooLargeError
 from services.core.settings import Settings

@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from river import datasets
 
-from services.core.cli import main
+from eddy.cli import main
 from services.core.replay import Replay, run_replay
 from services.core.settings import Settings
 from services.core.supervisor import service_env

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from services.core.cli import main
+from eddy.cli import main
 
 
 def refused(args: list[str]) -> str:

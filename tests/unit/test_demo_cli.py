@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from services.core.cli import main
+from eddy.cli import main
 from services.core.datasets import rows_available
 
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from services.core.cli import RUNNABLE
+from eddy.cli import RUNNABLE
 from services.core.metrics import REGISTRY
 from services.core.settings import Settings
 
@@ -188,7 +188,7 @@ def test_every_runnable_service_has_a_compose_service(
 ) -> None:
     missing = set(RUNNABLE) - set(eddy_run_commands(compose_services).values())
     assert not missing, (
-        f"services.core.cli.RUNNABLE has {sorted(missing)} but docker-compose.yml runs none of "
+        f"eddy.cli.RUNNABLE has {sorted(missing)} but docker-compose.yml runs none of "
         "them: add a service with `command: [run, <name>]` on the x-eddy-service block"
     )
 

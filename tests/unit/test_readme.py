@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from pydantic import BaseModel
 
-from services.core.cli import main
+from eddy.cli import main
 from services.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -34,7 +34,7 @@ def test_a_service_whose_redis_is_unreachable_stops_with_a_one_line_error() -> N
         "EDDY_REDIS_URL": f"redis://:s3cret@127.0.0.1:{port}/0",
         "EDDY_METRICS_PORT": "0",
     }
-    command = "from services.core.cli import main; main()"
+    command = "from eddy.cli import main; main()"
     result = subprocess.run(
         [sys.executable, "-c", command, "run", "ingest"],
         env=env,
