@@ -40,15 +40,19 @@ class AwaitingDrifts:
             self.waiting[drift.drift_id] = _Waiting(drift, examples)
             self._save(self.waiting[drift.drift_id])
 
-    def count_down(self) -> list[DriftEvent]:
-        """One example learned: the drift events now ready for their reaction."""
+    def count_down(self, examples: int = 1) -> list[DriftEvent]:
+        """``examples`` learned: the drift events now ready for their reaction."""
         ready = []
         for entry in self.waiting.values():
-            entry.remaining -= 1
-            entry.waited += 1
+            entry.remaining -= examples
+            entry.waited += examples
             if entry.remaining <= 0:
                 ready.append(entry.drift)
         return ready
+
+    def next_due(self) -> int:
+        """Examples until the first waiting drift event is ready (0: one is ready now)."""
+        return max(min((e.remaining for e in self.waiting.values()), default=0), 0)
 
     def waited(self, drift: DriftEvent) -> int:
         """Examples learned since ``drift`` was accepted."""

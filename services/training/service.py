@@ -225,13 +225,47 @@ class Trainer:
     def on_examples(self, messages: Sequence[Message]) -> Effects:
         """Test-then-train every candidate on each example; publish and select as due.
 
-        A label that does not fit the target is a dead letter: no learner ever sees it.
+        A label that does not fit the target is a dead letter: no learner ever sees it. The
+        batch is learned in runs that end where something falls due (a drift reaction, a
+        selection check, a scheduled version), so each happens after the same example as if
+        the examples were learned one at a time.
         """
         effects = Effects()
         rules = self.settings.training
-        every = self._interval()
-        race, awaiting, check = self.race, self.awaiting, self.target.check
-        learned = 0
+        examples = self._examples(messages, effects)
+        race = self.race
+        done = 0
+        while done < len(examples):
+            run = examples[done : done + self._until_due()]
+            race.learn_many(run)
+            done += len(run)
+            if self.awaiting.waiting:
+                for drift in self.awaiting.count_down(len(run)):
+                    self.react_to(drift)
+            if race.examples % rules.selection_every == 0:
+                switch = choose(race, self.rule)
+                if switch is not None:
+                    self.switch_to(switch)
+            if race.since_publish.count >= self._interval() * (1 + self.unpublished):
+                self.publish("scheduled", description=f"after {self._interval()} examples")
+        if (
+            rules.publish_interval_s > 0
+            and race.since_publish.count > 0
+            and time.monotonic() - self.last_published >= rules.publish_interval_s
+        ):
+            self.publish("scheduled", description=f"after {rules.publish_interval_s:g} s")
+        # once per batch: each increment takes the counter's lock, and a rate needs no finer grain
+        self.learned.inc(len(examples))
+        score = race.leader.value(self.rule.metric)
+        if score is not None:
+            self.score_gauge.set(score)
+        self.board.update(race)
+        return effects
+
+    def _examples(self, messages: Sequence[Message], effects: Effects) -> list[Example]:
+        """The batch's examples whose message and label are valid; the rest are dead letters."""
+        check = self.target.check
+        examples: list[Example] = []
         for message in messages:
             example = decode(message, TrainingExample, SERVICE, self.dlq_topic, effects)
             if example is None:
@@ -248,35 +282,21 @@ class Trainer:
                     example.event_id,
                 )
                 continue
-            race.learn(
+            examples.append(
                 Example(example.features, label, message.partition() or 0, message.offset() or 0)
             )
-            learned += 1
-            if awaiting.waiting:
-                for drift in awaiting.count_down():
-                    self.react_to(drift)
-                every = self._interval()
-            if race.examples % rules.selection_every == 0:
-                switch = choose(race, self.rule)
-                if switch is not None:
-                    self.switch_to(switch)
-                    every = self._interval()
-            if race.since_publish.count >= every * (1 + self.unpublished):
-                self.publish("scheduled", description=f"after {every} examples")
-                every = self._interval()
-        if (
-            rules.publish_interval_s > 0
-            and race.since_publish.count > 0
-            and time.monotonic() - self.last_published >= rules.publish_interval_s
-        ):
-            self.publish("scheduled", description=f"after {rules.publish_interval_s:g} s")
-        # once per batch: each increment takes the counter's lock, and a rate needs no finer grain
-        self.learned.inc(learned)
-        score = race.leader.value(self.rule.metric)
-        if score is not None:
-            self.score_gauge.set(score)
-        self.board.update(race)
-        return effects
+        return examples
+
+    def _until_due(self) -> int:
+        """Examples until the next drift reaction, selection check or scheduled version."""
+        race, rules = self.race, self.settings.training
+        until = [
+            rules.selection_every - race.examples % rules.selection_every,
+            self._interval() * (1 + self.unpublished) - race.since_publish.count,
+        ]
+        if self.awaiting.waiting:
+            until.append(self.awaiting.next_due())
+        return max(min(until), 1)
 
     def on_drift(self, messages: Sequence[Message]) -> Effects:
         """React to each drift event as configured for its kind: retrain, alert or ignore."""

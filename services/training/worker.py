@@ -32,7 +32,7 @@ from services.core.runtime import Runtime, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import Effects
 from services.core.target import TargetSpec
-from services.training.learner import Candidate
+from services.training.learner import Candidate, Example
 from services.training.scores import TASK_METRICS
 
 SERVICE = "training"
@@ -100,8 +100,9 @@ class Worker:
 
     def on_examples(self, messages: Sequence[Message]) -> Effects:
         """Test-then-train on each example whose label fits (training dead-letters the rest)."""
-        candidate, check = self.candidate, self.schema.target.check
+        check = self.schema.target.check
         validate = TrainingExample.__pydantic_validator__.validate_json
+        examples = []
         for message in messages:
             try:
                 example = validate(message.value() or b"")
@@ -109,7 +110,8 @@ class Worker:
                 continue  # training, reading the same topic, dead-letters it
             label = check(example.label)
             if not isinstance(label, Rejection):
-                candidate.learn(example.features, label)
+                examples.append(Example(example.features, label, 0, 0))
+        self.candidate.learn_many(examples)
         self.publish_row()
         return Effects()
 
