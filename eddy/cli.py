@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import click
 from pydantic import ValidationError
@@ -22,6 +22,9 @@ from services.core.datasets import (
 from services.core.exceptions import EddyError, MessageTooLargeError
 from services.core.settings import Settings
 from services.core.topics import TopicRole
+
+if TYPE_CHECKING:
+    from services.core.embedded import EmbeddedStack
 
 F = TypeVar("F", bound=Callable[..., Any])
 RUNNABLE = ("ingest", "serving", "labeling", "training", "monitoring")
@@ -183,12 +186,42 @@ def stack_up() -> None:
         stop = StopSignal().install()
         watch, looked = BrokerWatch(embedded.pids[0]), time.monotonic()
         while not stop.event.wait(1.0):
+            if _restart_ended(embedded, settings.model_copy(update=on_the_stack)):
+                watch = BrokerWatch(embedded.pids[0])
             if time.monotonic() - looked >= BROKER_CHECK_S:
                 looked = time.monotonic()
                 warning = watch.check()
                 if warning:
                     click.echo(f"warning: {warning}", err=True)
         click.echo("stopping")
+
+
+def _restart_ended(embedded: EmbeddedStack, settings: Settings) -> bool:
+    """Say loudly which embedded server ended, and start it again; True if one had."""
+    from services.core.kafka import create_topics
+
+    ended = embedded.ended()
+    if "redis" in ended:
+        click.echo(
+            f"error: the embedded Redis exited (code {ended['redis']}); starting it again on "
+            "the same port. Its append-only file brings back its data but for the last second's "
+            "writes; the services wait for it and go on.",
+            err=True,
+        )
+        embedded.restart_redis()
+        click.echo("the embedded Redis is running again", err=True)
+    if "broker" in ended:
+        click.echo(
+            f"error: the embedded broker exited (code {ended['broker']}). It keeps everything "
+            "in memory: every topic, message, consumer position and the models history is "
+            "gone. Starting it again, empty, on the same port, with the topics created again; "
+            "restart the services and the registry (`eddy models prune`) to begin afresh.",
+            err=True,
+        )
+        embedded.restart_broker()
+        create_topics(settings)
+        click.echo("the embedded broker is running again, with its topics", err=True)
+    return bool(ended)
 
 
 @main.group()

@@ -200,7 +200,8 @@ class EmbeddedStack:
     workdir: Path | None = None
     kafka_bootstrap: str = ""
     redis_url: str = ""
-    _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: each server's process by name, the broker first ("broker", "redis")
+    _names: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _tempdir: tempfile.TemporaryDirectory[str] | None = None
 
     def start(self) -> EmbeddedStack:
@@ -217,8 +218,8 @@ class EmbeddedStack:
             raise
         return self
 
-    def _start_broker(self) -> None:
-        port = free_port()
+    def _start_broker(self, port: int | None = None) -> None:
+        port = port or free_port()
         address = f"tcp://127.0.0.1:{port}"
         log = self.workdir / "tansu.log"  # type: ignore[operator]
         process = spawn_child(
@@ -232,13 +233,18 @@ class EmbeddedStack:
             ],
             log,
         )
-        self._processes.append(process)
+        self._put("broker", process)
         bootstrap = f"127.0.0.1:{port}"
         _wait_until(lambda: _kafka_answers(bootstrap), process, "the embedded broker (tansu)", log)
         self.kafka_bootstrap = bootstrap
 
-    def _start_redis(self) -> None:
-        port = free_port()
+    def _start_redis(self, port: int | None = None) -> None:
+        """Start valkey with an append-only file in the stack's folder, fsynced every second.
+
+        A restart (``restart_redis``) then keeps the de-duplication keys, the pending labels
+        and the checkpoints, all but the last second's writes.
+        """
+        port = port or free_port()
         log = self.workdir / "valkey.log"  # type: ignore[operator]
         process = spawn_child(
             [
@@ -250,28 +256,54 @@ class EmbeddedStack:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "everysec",
                 "--dir",
                 str(self.workdir),
             ],
             log,
         )
-        self._processes.append(process)
+        self._put("redis", process)
         url = f"redis://127.0.0.1:{port}/0"
         _wait_until(lambda: _redis_answers(url), process, "the embedded Redis (valkey-server)", log)
         self.redis_url = url
 
+    def _put(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        """Keep ``process`` as the server ``name`` (in place of one that ended)."""
+        self._names[name] = process
+        if "broker" in self._names:  # the broker stays first: it stops last
+            self._names = {"broker": self._names.pop("broker"), **self._names}
+
+    def restart_redis(self) -> None:
+        """Stop Redis if it runs, start it again on the same port; its file brings its data."""
+        old = self._names["redis"]
+        stop_child(old)
+        self._start_redis(int(self.redis_url.rsplit(":", 1)[1].split("/")[0]))
+
+    def restart_broker(self) -> None:
+        """Stop the broker if it runs, start it again on the same port: empty (see the docs)."""
+        stop_child(self._names["broker"], _BROKER_STOP_S)
+        self._start_broker(int(self.kafka_bootstrap.rsplit(":", 1)[1]))
+
+    def ended(self) -> dict[str, int]:
+        """The servers that are no longer running, with their exit codes."""
+        return {
+            name: code
+            for name, process in self._names.items()
+            if (code := process.poll()) is not None
+        }
+
     @property
     def pids(self) -> list[int]:
         """Process ids of the servers (broker first), for their CPU and for tests."""
-        return [process.pid for process in self._processes]
+        return [process.pid for process in self._names.values()]
 
     def stop(self) -> None:
         """Stop every server this stack started, newest first."""
-        broker = self._processes[0] if self._processes else None  # started first
-        for process in reversed(self._processes):
-            stop_child(process, _BROKER_STOP_S if process is broker else 10.0)
-        self._processes.clear()
+        for name, process in reversed(self._names.items()):
+            stop_child(process, _BROKER_STOP_S if name == "broker" else 10.0)
+        self._names.clear()
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = None

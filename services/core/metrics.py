@@ -36,6 +36,18 @@ DUPLICATES = Counter(
     ["service"],
     registry=REGISTRY,
 )
+DEPENDENCY_UP = Gauge(
+    "eddy_dependency_up",
+    "1 while the service reaches a server it depends on (redis), 0 while it waits for it.",
+    ["service", "dependency"],
+    registry=REGISTRY,
+)
+DEPENDENCY_RETRIES = Counter(
+    "eddy_dependency_retries_total",
+    "Calls to a server that failed and were tried again after a pause.",
+    ["service", "dependency"],
+    registry=REGISTRY,
+)
 BATCH_SECONDS = Histogram(
     "eddy_batch_processing_seconds",
     "Time to handle one consumed batch, from decode to its outputs handed to the producer.",

@@ -79,12 +79,13 @@ def bootstrap(
     stop = StopSignal()
     if install_signals:
         stop.install()
-    client = connect_redis(settings)
-    try:
-        client.ping()
+    try:  # a wrong address is an error to fix now; an outage later is waited out
+        with connect_redis(settings) as first:
+            first.ping()
     except (redis.ConnectionError, redis.TimeoutError) as error:
         url = redacted(settings.redis_url or "")
         raise StackError(f"cannot reach Redis at {url}: {error}") from None
+    client = connect_redis(settings, service, stop.is_set)
     log.info("starting", extra={"service": service, "metrics_port": port})
     return Runtime(service, settings, Topics(settings.topic_prefix), client, stop, port)
 

@@ -8,23 +8,115 @@ of per-event commands cost ingest more CPU than validating the events. The multi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
+from services.core import metrics
+from services.core.exceptions import ConfigurationError, StackError
 from services.core.settings import Settings
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-def connect_redis(settings: Settings) -> redis.Redis:
-    """A Redis client for the configured URL."""
-    from services.core.exceptions import ConfigurationError
 
+#: The longest pause between two tries of a Redis call while Redis is away.
+RETRY_CAP_S = 2.0
+#: While Redis stays away, a warning every this many failed tries (about a minute at the cap).
+WARN_EVERY = 30
+
+
+class PatientRetry(Retry):
+    """Tries a Redis call again, with growing pauses, until Redis answers or the service stops.
+
+    A service must ride out a Redis restart, not exit on it: every command, pipeline and script
+    of the client waits here (``eddy_dependency_up`` 0, a warning now and then) and goes on
+    when Redis is back. ``should_stop`` (the stop signal) ends the wait with ``StackError``, so
+    SIGTERM still stops a service in an outage. Retrying is safe because Eddy's Redis writes are
+    idempotent: they are replayed after a crash anyway (DESIGN.md, delivery).
+    """
+
+    def __init__(self, service: str, should_stop: Callable[[], bool]) -> None:
+        super().__init__(ExponentialBackoff(cap=RETRY_CAP_S, base=0.05), retries=-1)
+        self.service = service
+        self.should_stop = should_stop
+        self.up = metrics.DEPENDENCY_UP.labels(service, "redis")
+        self.retries = metrics.DEPENDENCY_RETRIES.labels(service, "redis")
+        self.down_since: float | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PatientRetry:
+        """A copy for one connection (redis-py copies it): the same service and stop signal."""
+        return PatientRetry(self.service, self.should_stop)
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        """``do()``, tried again after each connection failure (see the class)."""
+
+        def failed(error: Exception, failures: int) -> None:
+            fail(error, failures) if with_failure_count else fail(error)
+            self.retries.inc()
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                self.up.set(0)
+            if failures == 1 or failures % WARN_EVERY == 0:
+                log.warning(
+                    "Redis unreachable, trying again",
+                    extra={"service": self.service, "tries": failures, "error": str(error)},
+                )
+            if self.should_stop():
+                raise StackError(
+                    f"stopped while Redis was unreachable ({error}); nothing was lost: the "
+                    "batch in hand was not committed and runs again on the next start"
+                ) from error
+
+        result = super().call_with_retry(do, failed, is_retryable, with_failure_count=True)
+        if self.down_since is not None:
+            log.info(
+                "Redis answers again",
+                extra={
+                    "service": self.service,
+                    "seconds_away": round(time.monotonic() - self.down_since, 1),
+                },
+            )
+            self.down_since = None
+            self.up.set(1)
+        return result
+
+
+def connect_redis(
+    settings: Settings, service: str = "", should_stop: Callable[[], bool] | None = None
+) -> redis.Redis:
+    """A Redis client for the configured URL.
+
+    With ``should_stop``, a service's client: its calls wait through a Redis outage until
+    Redis is back or the service is asked to stop (``PatientRetry``). Without it, a command-line
+    client: a call fails after redis-py's few quick tries, with the error to show.
+    """
     if settings.redis_url is None:
         raise ConfigurationError(
             "EDDY_REDIS_URL is not set: point it at a Redis server or run `eddy stack up`"
         )
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+    if should_stop is None:
+        return redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+    metrics.DEPENDENCY_UP.labels(service, "redis").set(1)
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=10,
+        socket_connect_timeout=2,
+        health_check_interval=30,
+        retry=PatientRetry(service, should_stop),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
 
 
 def leaderboard_key(prefix: str, model_name: str) -> str:

@@ -228,6 +228,10 @@ class _Channel:
             ]
             try:
                 self.connection.send_packed_command(packed, check_health=False)
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                self._broken()
+                ticket.error = error  # its reader runs the calls again (PendingStore._received)
+                return ticket
             except BaseException:
                 self._broken()
                 raise
@@ -348,8 +352,18 @@ class PendingStore:
         return self._resolved(calls, pipe.execute(raise_on_error=False))
 
     def _received(self, ticket: _Ticket) -> list[Any]:
-        """The replies of a request sent on the store's own connection, as ``_resolved``."""
-        return self._resolved(ticket.calls, self._channel.receive(ticket))
+        """The replies of a request sent on the store's own connection, as ``_resolved``.
+
+        If the connection broke before every reply was read (Redis restarted, a network
+        blip), the calls run again through the client, which waits for Redis to come back: a
+        call that had run already runs twice, which is what a replay after a crash does too,
+        and the scripts are written for it.
+        """
+        try:
+            replies = self._channel.receive(ticket)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return self._run(ticket.calls)
+        return self._resolved(ticket.calls, replies)
 
     def _resolved(self, calls: Sequence[_Call], replies: list[Any]) -> list[Any]:
         """The replies, with each call the server did not know the script of run again."""

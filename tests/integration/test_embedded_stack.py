@@ -127,3 +127,58 @@ def _children_of(pid: int) -> list[int]:
             except (OSError, IndexError, ValueError):
                 continue
     return found
+
+
+def _exe_of(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
+def test_stack_up_says_when_a_server_dies_and_starts_it_again_redis_with_its_data() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eddy.cli", "stack", "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "press Ctrl-C" in line:
+                break
+        exported = dict(
+            line.strip().removeprefix("export ").split("=", 1)
+            for line in lines
+            if "export " in line
+        )
+        client = redis.Redis.from_url(exported["EDDY_REDIS_URL"])
+        client.set("kept", b"across a crash")
+        time.sleep(1.5)  # the append-only file is synced every second
+        children = _children_of(process.pid)
+        (valkey,) = [p for p in children if "valkey" in _exe_of(p)]
+        (broker,) = [p for p in children if p != valkey]
+        os.kill(valkey, signal.SIGKILL)
+        os.kill(broker, signal.SIGKILL)
+        told = []
+        for line in process.stdout:
+            told.append(line)
+            if sum("is running again" in t for t in told) == 2:
+                break
+        text = "".join(told)
+        assert "the embedded Redis exited" in text and "the embedded broker exited" in text
+        assert "is gone" in text  # the broker's loss is said, not hidden
+        assert client.get("kept") == b"across a crash"
+        admin = AdminClient({"bootstrap.servers": exported["EDDY_KAFKA_BOOTSTRAP"]})
+        assert "features" in admin.list_topics(timeout=10).topics
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -1,0 +1,109 @@
+"""Outages of the servers: a service waits for Redis to come back and goes on, losing nothing.
+
+Each test runs on embedded servers of its own, since it kills them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from schemas import FeatureEvent, Label, Prediction, TrainingExample
+from services.core.embedded import EmbeddedStack, free_port, tuned_for_embedded
+from services.core.kafka import create_topics
+from services.core.settings import KafkaSettings, Settings
+from services.core.supervisor import ServiceProcess, service_env
+from tests.integration.support import (
+    TopicReader,
+    metric_value,
+    phishing_events,
+    produce,
+    publish_model,
+    wait_for_metric,
+)
+
+HALF = 300
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
+    """Servers this test may kill."""
+    with EmbeddedStack(workdir=tmp_path / "stack") as stack:
+        yield stack
+
+
+@pytest.fixture
+def own_settings(own_stack: EmbeddedStack, tmp_path: Path) -> Settings:
+    configured = Settings(
+        kafka_bootstrap=own_stack.kafka_bootstrap,
+        redis_url=own_stack.redis_url,
+        topic_prefix=f"o{uuid.uuid4().hex[:8]}.",
+        signing_key=SecretStr(secrets.token_hex(16)),
+        registry_dir=tmp_path / "registry",
+        kafka=tuned_for_embedded(KafkaSettings()),
+    )
+    create_topics(configured)
+    return configured
+
+
+def test_redis_killed_and_restarted_mid_stream_no_service_exits_and_its_state_is_kept(
+    own_stack: EmbeddedStack, own_settings: Settings, tmp_path: Path
+) -> None:
+    settings = own_settings
+    publish_model(settings)
+    ports = {name: free_port() for name in ("ingest", "serving", "labeling")}
+    services = [
+        ServiceProcess(
+            name,
+            {**service_env(settings), "EDDY_METRICS_PORT": str(port)},
+            tmp_path / f"{name}.log",
+        ).start()
+        for name, port in ports.items()
+    ]
+    predictions = TopicReader(settings, "predictions", Prediction)
+    features = TopicReader(settings, "features", FeatureEvent)
+    examples = TopicReader(settings, "training_examples", TrainingExample)
+    try:
+        events = phishing_events(2 * HALF)
+        raw = [(e.entity_id.encode(), e.model_dump_json().encode()) for e in events]
+        produce(settings, "raw", raw[:HALF])
+        predictions.read_until(lambda items: len({p.event_id for p in items}) >= HALF, 120)
+        time.sleep(2)  # the append-only file is written every second
+
+        own_stack._names["redis"].kill()  # a crash: no chance to save anything more
+        produce(settings, "raw", raw[HALF:])  # arrives while Redis is away
+        time.sleep(4)
+        waiting = [
+            name for name, port in ports.items() if metric_value(port, "eddy_dependency_up") == 0
+        ]
+        own_stack.restart_redis()
+
+        out = predictions.read_until(lambda items: len({p.event_id for p in items}) >= 2 * HALF)
+        assert {p.event_id for p in out} == {e.event_id for e in events}
+        assert all(s.running for s in services), "\n".join(s.log_tail() for s in services)
+        assert waiting, "no service noticed that Redis was away: nothing was tested"
+
+        # pending predictions from before the crash are still there to join
+        labels = [Label(event_id=e.event_id, label=i % 2 == 0) for i, e in enumerate(events)]
+        produce(settings, "labels", [(None, label.model_dump_json().encode()) for label in labels])
+        joined = examples.read_until(lambda items: len({x.event_id for x in items}) >= 2 * HALF)
+        assert {x.event_id for x in joined} == {e.event_id for e in events}
+
+        # and ingest still knows the events it accepted before the crash
+        before = metric_value(ports["ingest"], "eddy_duplicates_total")
+        produce(settings, "raw", raw[:100])
+        wait_for_metric(ports["ingest"], "eddy_duplicates_total", before + 100)
+        late = features.settle(quiet_s=2.0)
+        assert len([f for f in late if f.event_id in {e.event_id for e in events[:100]}]) == 100
+        assert all(s.running for s in services), "\n".join(s.log_tail() for s in services)
+    finally:
+        for reader in (predictions, features, examples):
+            reader.close()
+        for service in reversed(services):
+            service.stop()
