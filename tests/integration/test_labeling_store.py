@@ -193,7 +193,7 @@ def test_exchanges_and_settles_sent_ahead_run_in_order_whichever_result_is_read_
     assert first.result() == ({}, {"ev-1": PendingEvent()})
 
 
-def test_an_exchange_whose_connection_broke_fails_loudly_and_the_next_one_reconnects(
+def test_an_exchange_whose_connection_broke_runs_again_through_the_client_then_reconnects(
     settings: Settings,
 ) -> None:
     store = _store(settings)
@@ -202,11 +202,12 @@ def test_an_exchange_whose_connection_broke_fails_loudly_and_the_next_one_reconn
     assert len(own) == 1, "the store's connection is named in CLIENT LIST"
     store.client.client_kill_filter(_id=own[0]["id"])  # as a restarting server would
 
-    with pytest.raises(redis.ConnectionError):
-        store.send_exchange({"ev-1": b"p"}, {}).result()
-    predicted, _parked = store.exchange({"ev-1": b"p"}, {})
-
+    predicted, _parked = store.send_exchange({"ev-1": b"p"}, {}).result()
     assert predicted == {"ev-1": PendingEvent(prediction=b"p", early_label=b"l")}
+
+    store.exchange({"ev-2": b"p"}, {})
+    again = [c for c in store.client.client_list() if c["name"] == CHANNEL_NAME]
+    assert len(again) == 1 and again[0]["id"] != own[0]["id"], "the store's connection is back"
 
 
 def test_a_label_replayed_in_an_exchange_sent_before_its_join_was_marked_gives_no_example(
