@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_args
 import click
 from pydantic import ValidationError
 
+from schemas.events import RejectReason
 from services.core.datasets import (
     BINARY_DATASETS,
     BUNDLED,
@@ -24,6 +25,8 @@ from services.core.settings import Settings
 from services.core.topics import TopicRole
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from services.core.embedded import EmbeddedStack
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -592,6 +595,126 @@ def tail(topic: str, from_beginning: bool, count: int | None, idle_exit: float |
         click.echo(value)
         if count is not None and shown >= count:
             break
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: what was rejected and why; send them again after a fix."""
+
+
+def _since(text: str | None) -> datetime | None:
+    """``--since``: an ISO 8601 time, or an age such as 30m, 2h, 1d."""
+    from datetime import UTC, datetime, timedelta
+
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither an ISO 8601 time (2026-12-04T10:00:00Z) nor an age (30m, 2h, 1d)",
+            param_hint="--since",
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+_REASON = click.Choice(list(get_args(RejectReason)))
+
+
+@dlq.command("list")
+@click.option("--reason", type=_REASON, default=None, help="Only letters with this reason.")
+@click.option(
+    "--since", default=None, help="Only letters since: an ISO 8601 time or an age (30m, 2h, 1d)."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line, for scripts.")
+def dlq_list(reason: str | None, since: str | None, as_json: bool) -> None:
+    """Dead letters on the topic now, oldest first, and a count by reason."""
+    from collections import Counter
+
+    from services.core.dead_letters import read_letters
+
+    letters = read_letters(_settings(), reason, _since(since))
+    if as_json:
+        for letter in letters:
+            click.echo(letter.model_dump_json())
+        return
+    for letter in letters:
+        click.echo(
+            f"{letter.failed_at:%Y-%m-%d %H:%M:%S}  {letter.service:<10} {letter.reason:<14} "
+            f"{letter.source_topic}/{letter.source_partition}/{letter.source_offset}  "
+            f"{letter.event_id or '-'}  {letter.detail[:120]}"
+        )
+    counts = Counter(letter.reason for letter in letters)
+    summary = ", ".join(f"{r} {n}" for r, n in counts.most_common()) or "none"
+    click.echo(f"{len(letters)} dead letters: {summary}", err=True)
+
+
+@dlq.command("replay")
+@click.option("--reason", type=_REASON, default=None, help="Only letters with this reason.")
+@click.option("--since", default=None, help="Only letters since: an ISO 8601 time or an age.")
+@click.option(
+    "--to",
+    "to_role",
+    type=click.Choice(list(get_args(TopicRole))),
+    default=None,
+    help="Send them to this topic (default: each to the topic it came from).",
+)
+@click.option(
+    "--watch",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds to watch the dead-letter topic afterwards for those rejected again (0: do not).",
+)
+@click.option("--dry-run", is_flag=True, help="Only count what would be sent.")
+@click.option("--json", "as_json", is_flag=True, help="The counts as JSON.")
+def dlq_replay(
+    reason: str | None,
+    since: str | None,
+    to_role: str | None,
+    watch: float,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Send dead letters back where they came from after a fix, each once.
+
+    Each letter's original bytes go back to its source topic (or --to), once: a second replay
+    of the same letters sends nothing. Letters whose original was cut at the size limit cannot
+    be sent. Afterwards it watches for those rejected again and counts them by reason.
+    """
+    import json
+
+    from services.core.dead_letters import read_letters, replay
+    from services.core.topics import Topics
+
+    settings = _settings()
+    letters = read_letters(settings, reason, _since(since))
+    if dry_run:
+        click.echo(
+            json.dumps({"would_consider": len(letters)})
+            if as_json
+            else f"{len(letters)} dead letters match"
+        )
+        return
+    to_topic = Topics(settings.topic_prefix)(to_role) if to_role else None  # type: ignore[arg-type]
+    if not as_json:
+        click.echo(
+            f"replaying {len(letters)} dead letters; watching {watch:g} s for rejections", err=True
+        )
+    report = replay(settings, letters, to_topic, watch)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    again = ", ".join(f"{r} {n}" for r, n in report.rejected_again.most_common())
+    where = ", ".join(f"{n} to {t}" for t, n in report.topics.items()) or "none"
+    click.echo(
+        f"sent {report.sent} ({where}); "
+        f"already replayed {report.already_replayed}; original cut, not sent {report.truncated}; "
+        f"rejected again {sum(report.rejected_again.values())}" + (f" ({again})" if again else "")
+    )
 
 
 if __name__ == "__main__":

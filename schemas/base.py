@@ -7,9 +7,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-#: Identifiers are short printable strings: they become Kafka keys and Redis keys.
+#: Identifiers become Kafka keys, Redis keys, log fields and text on the label page: 1-200
+#: characters among letters, digits and ``. _ - : / @ + = ~ #`` (UUIDs, ULIDs, ``user:42``,
+#: e-mail-like and path-like ids). Markup, quotes, spaces and control characters are refused.
 Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+    str,
+    StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._\-:/@+=~#]+$"),
 ]
 #: A value a model sees: numbers, categories, flags. Each value keeps its JSON type (pydantic's
 #: smart unions pick the exact match); float comes first because most features are floats and

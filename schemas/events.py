@@ -55,4 +55,7 @@ class DeadLetter(Payload):
     original_size: int = Field(ge=0, description="Size of the original message in bytes.")
     original_truncated: bool = False
     event_id: str | None = Field(None, description="The event id, if it could be read.")
+    original_key: str | None = Field(
+        None, description="The original message key, base64 (a replay sends it again)."
+    )
     failed_at: datetime = Field(default_factory=utc_now)

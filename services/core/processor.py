@@ -27,13 +27,13 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from services.core import metrics
-from services.core.exceptions import DeliveryError
+from services.core.exceptions import DeliveryError, EddyError
 from services.core.kafka import make_consumer, make_producer
 from services.core.settings import Settings
 from services.core.stream import (
@@ -43,7 +43,9 @@ from services.core.stream import (
     JointHandler,
     Outbound,
     StopSignal,
+    reject,
 )
+from services.core.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class _Deferred:
     effects: DeferredEffects
     offsets: dict[tuple[str, int], int]
     seconds: float
+    #: the batch, by topic: handled again message by message if its effects fail
+    batches: Mapping[str, Sequence[Message]]
 
 
 class StreamProcessor:
@@ -119,6 +123,7 @@ class StreamProcessor:
         self._batch_seconds = metrics.BATCH_SECONDS.labels(service)
         self._after_batch: AfterBatch | None = None
         self._consumed = {t: metrics.MESSAGES_CONSUMED.labels(service, t) for t in handlers}
+        self._dlq_topic = Topics(settings.topic_prefix)("dlq")
         self.batches = 0
 
     def run(
@@ -218,10 +223,16 @@ class StreamProcessor:
         for topic, batch in by_topic.items():
             self._consumed[topic].inc(len(batch))
         if self.joint is not None:
-            outcome = self.joint(by_topic)
+            try:
+                outcome = self.joint(by_topic)
+            except EddyError:
+                raise
+            except Exception as error:
+                self._finish_deferred()  # batches finish in order
+                outcome = self._joint_one_by_one(by_topic, error)
             if not isinstance(outcome, Effects):
                 seconds = time.perf_counter() - started
-                self._deferred.append(_Deferred(outcome, offsets, seconds))
+                self._deferred.append(_Deferred(outcome, offsets, seconds, by_topic))
                 while len(self._deferred) > 1:  # one batch ahead, no more
                     self._finish_oldest()
                 return
@@ -229,8 +240,44 @@ class StreamProcessor:
         else:
             effects = Effects()
             for topic, batch in by_topic.items():
-                effects.extend(self.handlers[topic](batch))
+                effects.extend(self._guarded(self.handlers[topic], batch))
         self._finish(effects, offsets, time.perf_counter() - started)
+
+    def _guarded(self, handler: BatchHandler, batch: Sequence[Message]) -> Effects:
+        """The handler's effects; a message it fails on becomes a dead letter, not a crash.
+
+        Handlers turn the bad input they know of into dead letters themselves; this catches the
+        rest (a bug, a value nobody thought of). The batch is then handled again message by
+        message, so only the messages that fail alone are rejected (``handler_error``, with the
+        exception), and the loop goes on: one message cannot stop a service or make it crash
+        at the same offset after every restart. Eddy's own errors (a stop during an outage, a
+        delivery failure) still end the service, as they are about the service, not a message.
+        """
+        try:
+            return handler(batch)
+        except EddyError:
+            raise
+        except Exception as error:
+            log.exception(
+                "a handler failed on a batch; handling its messages one by one",
+                extra={"service": self.service, "messages": len(batch), "error": repr(error)},
+            )
+        effects = Effects()
+        for message in batch:
+            try:
+                effects.extend(handler([message]))
+            except EddyError:
+                raise
+            except Exception as error:
+                reject(
+                    message,
+                    self.service,
+                    self._dlq_topic,
+                    effects,
+                    "handler_error",
+                    f"{type(error).__name__}: {error}",
+                )
+        return effects
 
     def _finish(
         self, effects: Effects, offsets: dict[tuple[str, int], int], seconds: float
@@ -243,10 +290,44 @@ class StreamProcessor:
         self.batches += 1
         self._batch_seconds.observe(seconds + time.perf_counter() - started)
 
+    def _joint_one_by_one(
+        self, by_topic: Mapping[str, Sequence[Message]], error: Exception
+    ) -> Effects:
+        """The joint handler failed on a batch: each message alone, those that fail rejected."""
+        log.error(
+            "a handler failed on a batch; handling its messages one by one",
+            exc_info=error,
+            extra={"service": self.service, "error": repr(error)},
+        )
+        assert self.joint is not None
+        effects = Effects()
+        for topic, batch in by_topic.items():
+            for message in batch:
+                try:
+                    outcome = self.joint({topic: [message]})
+                    effects.extend(outcome if isinstance(outcome, Effects) else outcome.result())
+                except EddyError:
+                    raise
+                except Exception as failure:
+                    reject(
+                        message,
+                        self.service,
+                        self._dlq_topic,
+                        effects,
+                        "handler_error",
+                        f"{type(failure).__name__}: {failure}",
+                    )
+        return effects
+
     def _finish_oldest(self) -> None:
         deferred = self._deferred.popleft()
         started = time.perf_counter()
-        effects = deferred.effects.result()
+        try:
+            effects = deferred.effects.result()
+        except EddyError:
+            raise
+        except Exception as error:
+            effects = self._joint_one_by_one(deferred.batches, error)
         self._finish(effects, deferred.offsets, deferred.seconds + time.perf_counter() - started)
 
     def _finish_deferred(self) -> None:

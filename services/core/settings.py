@@ -79,6 +79,18 @@ class IngestSettings(_Group):
     dedup_ttl_s: int = Field(
         86_400, ge=1, description="How long an event_id is remembered for de-duplication."
     )
+    max_event_age_days: float = Field(
+        36_525,
+        gt=0,
+        description="Events whose time is further in the past than this go to the DLQ as "
+        "out_of_range (the default, 100 years, lets historical data be replayed).",
+    )
+    max_event_ahead_s: float = Field(
+        86_400,
+        ge=0,
+        description="Events whose time is further in the future than this go to the DLQ as "
+        "out_of_range (clocks drift; a year-9999 timestamp is a bug).",
+    )
 
 
 class ServingSettings(_Group):

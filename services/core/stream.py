@@ -9,6 +9,8 @@ import base64
 import logging
 import signal
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
@@ -98,7 +100,9 @@ def dead_letter(
     """A dead letter that carries the reason, the original bytes and where they came from."""
     original = message.value() or b""
     kept = original[:DLQ_ORIGINAL_LIMIT]
+    key = message.key()
     return DeadLetter(
+        original_key=None if key is None else base64.b64encode(key[:1024]).decode(),
         reason=reason,
         detail=detail[:2000],
         service=service,
@@ -207,10 +211,52 @@ def reject(
     detail: str,
     event_id: str | None = None,
 ) -> None:
-    """Count an input that cannot be handled and queue its dead letter, which says why."""
+    """Count an input that cannot be handled, log it (rate-limited), queue its dead letter."""
     metrics.REJECTED.labels(service, reason).inc()
+    REJECT_LOG.note(service, reason, detail, event_id)
     letter = dead_letter(message, service, reason, detail, event_id)
     effects.emit(dlq_topic, message.key(), letter)
+
+
+class RejectLog:
+    """A warning per service and reason at most every ``every_s``, with the count since the last.
+
+    An operator sees rejects in the log without reading the dead-letter topic, and a flood of
+    bad input costs one line per reason every few seconds, not one per message.
+    """
+
+    def __init__(self, every_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self.clock = clock
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._last: dict[tuple[str, str], float] = {}
+
+    def note(self, service: str, reason: str, detail: str, event_id: str | None) -> bool:
+        """Count one reject; True when it was logged (with the count since the last line)."""
+        key = (service, reason)
+        self._counts[key] += 1
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every_s:
+            return False
+        log.warning(
+            "rejected to the dead-letter topic",
+            extra={
+                "service": service,
+                "reason": reason,
+                "count": self._counts[key],
+                "since_s": None if last is None else round(now - last, 1),
+                "example": detail[:300],
+                "event_id": event_id,
+            },
+        )
+        self._counts[key] = 0
+        self._last[key] = now
+        return True
+
+
+#: The process's reject log (each service is a process of its own).
+REJECT_LOG = RejectLog()
 
 
 class StopSignal:

@@ -13,8 +13,8 @@ from services.core.rejection import Rejection
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.state import Deduplicator, FeatureStore
-from services.core.stream import BatchHandler, Effects, dead_letter
-from services.ingest.validation import CleanEvent, validate_raw
+from services.core.stream import BatchHandler, Effects, reject
+from services.ingest.validation import CleanEvent, EventWindow, validate_raw
 
 SERVICE = "ingest"
 
@@ -25,6 +25,7 @@ class IngestHandler:
     def __init__(self, runtime: Runtime, schema: FeatureSchema) -> None:
         self.schema = schema
         self.max_bytes = runtime.settings.ingest.max_event_bytes
+        self.window = EventWindow.of(runtime.settings.ingest)
         self.features_topic = runtime.topics("features")
         self.dlq_topic = runtime.topics("dlq")
         namespace = f"{runtime.settings.topic_prefix}{SERVICE}"
@@ -38,14 +39,19 @@ class IngestHandler:
         """Validate, de-duplicate (against Redis and within the batch), and emit."""
         effects = Effects()
         valid: list[CleanEvent] = []
+        window = self.window
         for message in messages:
-            result = validate_raw(message.value() or b"", self.schema, self.max_bytes)
+            result = validate_raw(message.value() or b"", self.schema, self.max_bytes, window)
             if isinstance(result, Rejection):
-                metrics.REJECTED.labels(SERVICE, result.reason).inc()
-                letter = dead_letter(
-                    message, SERVICE, result.reason, result.detail, result.event_id
+                reject(
+                    message,
+                    SERVICE,
+                    self.dlq_topic,
+                    effects,
+                    result.reason,
+                    result.detail,
+                    result.event_id,
                 )
-                effects.emit(self.dlq_topic, message.key(), letter)
             else:
                 valid.append(result)
         already_seen = self.dedup.seen(event.event_id for event in valid)

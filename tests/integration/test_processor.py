@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from confluent_kafka import ConsumerGroupTopicPartitions, Message
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
-from schemas import FeatureEvent
+from schemas import DeadLetter, FeatureEvent
 from services.core.kafka import make_admin
 from services.core.processor import AfterBatch, StreamProcessor
 from services.core.settings import Settings
@@ -216,3 +216,70 @@ def test_deferred_effects_are_taken_after_the_next_batch_comes_and_settle_in_ord
         n for n in range(batches - 1) if log.index(("submit", n + 1)) < log.index(("result", n))
     ]
     assert overlapped, "no batch was handed over while the one before it was deferred"
+
+
+def _poisoned_ids(settings: Settings, count: int, poison: set[int]) -> list[FeatureEvent]:
+    events = feature_events(count)
+    produce_features(settings, events)
+    return [events[i] for i in sorted(poison)]
+
+
+def test_a_message_the_handler_fails_on_is_a_dead_letter_and_the_rest_of_its_batch_goes_on(
+    settings: Settings, reader: OpenReader
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    sink = topics("predictions")
+    poison = _poisoned_ids(settings, 300, {7, 150})
+    bad = {f'"event_id":"{e.event_id}"'.encode() for e in poison}
+
+    def handle(messages: Sequence[Message]) -> Effects:
+        for m in messages:  # a bug that only some values trigger, found mid-batch
+            if any(b in (m.value() or b"") for b in bad):
+                raise ZeroDivisionError("division by zero")
+        return Effects(outputs=[Outbound(sink, m.key(), m.value() or b"") for m in messages])
+
+    outputs = reader("predictions", FeatureEvent)
+    letters = reader("dlq", DeadLetter)
+    with _running(settings, handlers={topics("features"): handle}):
+        outputs.read_until(lambda items: len(items) >= 298)
+        letters.read_until(lambda items: len(items) >= 2)
+    assert len({e.event_id for e in outputs.items}) == 298
+    assert {e.event_id for e in outputs.items}.isdisjoint(e.event_id for e in poison)
+    assert [(d.reason, d.service) for d in letters.items] == [("handler_error", "test")] * 2
+    assert all("ZeroDivisionError" in d.detail for d in letters.items)
+    assert sorted(d.source_offset for d in letters.items) == [7, 150]
+
+
+def test_a_joint_handler_failing_now_or_in_its_deferred_result_rejects_only_the_bad_message(
+    settings: Settings, reader: OpenReader
+) -> None:
+    kafka = settings.kafka.model_copy(update={"batch_size": 40})
+    settings = settings.model_copy(update={"kafka": kafka})
+    topics = Topics(settings.topic_prefix)
+    sink = topics("predictions")
+    poison = _poisoned_ids(settings, 200, {3, 120})
+    now, later = (f'"event_id":"{e.event_id}"'.encode() for e in poison)
+
+    class Deferred:
+        def __init__(self, messages: Sequence[Message]) -> None:
+            self.messages = list(messages)
+
+        def result(self) -> Effects:
+            if any(later in (m.value() or b"") for m in self.messages):
+                raise KeyError("late failure")
+            return Effects([Outbound(sink, m.key(), m.value() or b"") for m in self.messages])
+
+    def joint(by_topic: Mapping[str, Sequence[Message]]) -> Deferred:
+        messages = by_topic[topics("features")]
+        if any(now in (m.value() or b"") for m in messages):
+            raise ValueError("early failure")
+        return Deferred(messages)
+
+    outputs = reader("predictions", FeatureEvent)
+    letters = reader("dlq", DeadLetter)
+    with _running(settings, handlers={topics("features"): lambda m: Effects()}, joint=joint):
+        outputs.read_until(lambda items: len(items) >= 198)
+        letters.read_until(lambda items: len(items) >= 2)
+    assert len({e.event_id for e in outputs.items}) == 198
+    assert sorted(d.source_offset for d in letters.items) == [3, 120]
+    assert {d.detail.split(":")[0] for d in letters.items} == {"ValueError", "KeyError"}

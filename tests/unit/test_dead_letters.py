@@ -13,6 +13,7 @@ from services.core.stream import (
     DLQ_ORIGINAL_LIMIT,
     Effects,
     Outbound,
+    RejectLog,
     dead_letter,
     decode,
     decode_batch,
@@ -73,6 +74,7 @@ def test_dead_letter_carries_reason_source_and_original_bytes() -> None:
     assert letter.original_size == 15
     assert letter.original_truncated is False
     assert letter.event_id == "evt-7"
+    assert base64.b64decode(letter.original_key or "") == b"page-42"  # a replay sends it again
 
 
 def test_dead_letter_keeps_non_utf8_bytes_exactly() -> None:
@@ -292,3 +294,32 @@ def test_decode_batch_dead_letters_exactly_as_decode_does_one_message() -> None:
 
     assert [out.key for out in batch.outputs] == [out.key for out in one.outputs]
     assert letters(batch) == letters(one) != []
+
+
+# the reject log
+
+
+def test_rejects_are_logged_once_per_reason_per_interval_with_the_count_since_the_last_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    rejects = RejectLog(every_s=10, clock=lambda: now[0])
+    logged = [rejects.note("ingest", "wrong_type", "x: not a number", None) for _ in range(500)]
+    logged.append(rejects.note("ingest", "oversized", "70000 bytes", None))
+    now[0] = 10.0
+    logged.append(rejects.note("ingest", "wrong_type", "y: not a number", "ev-9"))
+
+    assert logged.count(True) == 3  # the first of each reason, then the next after 10 s
+    last = caplog.records[-1]
+    assert (last.reason, last.count, last.event_id) == ("wrong_type", 500, "ev-9")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("event_id", ["<script>alert(1)</script>", "a b", 'a"b', "é", "x" * 201])
+def test_an_event_id_with_markup_quotes_spaces_or_too_long_is_refused(event_id: str) -> None:
+    with pytest.raises(ValidationError):
+        RawEvent.model_validate({"event_id": event_id, "entity_id": "e", "ts": 1, "features": {}})
+
+
+@pytest.mark.parametrize("event_id", ["ev-1", "user:42", "a@b.example", "01J9ZQ/x#1", "a+b=c~d_e"])
+def test_ids_in_the_documented_character_set_are_taken(event_id: str) -> None:
+    RawEvent.model_validate({"event_id": event_id, "entity_id": "e", "ts": 1, "features": {}})

@@ -11,7 +11,7 @@ import pytest
 from schemas import FeatureEvent
 from services.core.feature_schema import FeatureSchema
 from services.core.rejection import Rejection
-from services.ingest.validation import CleanEvent, validate_raw
+from services.ingest.validation import CleanEvent, EventWindow, validate_raw
 
 MAX_BYTES = 65_536
 
@@ -311,3 +311,59 @@ def test_accepted_event_serialises_to_json_that_reads_back(schema: FeatureSchema
     again = FeatureEvent.model_validate_json(event.json())
 
     assert again.model_dump(exclude={"ingested_at", "schema_version"}) == event._asdict()
+
+
+def _twice(old: bytes, new: bytes) -> bytes:
+    raw = encoded(envelope())
+    assert old in raw
+    return raw.replace(old, new)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (_twice(b'"event_id": "evt-0001"', b'"event_id": "x", "event_id": "evt-0001"'), "event_id"),
+        (_twice(b'"https": 1.0', b'"https": 0.0, "https": 1.0'), "https"),
+        (_twice(b'"https": 1.0', b'"https" : 0.0, "https": 1.0'), "https"),
+    ],
+    ids=["envelope", "feature", "feature, space before the colon"],
+)
+def test_a_key_given_twice_is_refused_whichever_the_parser_would_keep(
+    schema: FeatureSchema, raw: bytes, key: str
+) -> None:
+    result = rejected(validate_raw(raw, schema, MAX_BYTES))
+    assert result.reason == "invalid_json"
+    assert repr(key) in result.detail
+
+
+def test_keys_spelt_inside_string_values_are_not_taken_for_repeats(schema: FeatureSchema) -> None:
+    raw = encoded(envelope(event_id='x":1', entity_id='"https":'))
+    rejected_or_clean = validate_raw(raw, schema, MAX_BYTES)
+    assert not (
+        isinstance(rejected_or_clean, Rejection) and rejected_or_clean.reason == "invalid_json"
+    )
+
+
+def test_pretty_printed_json_is_still_accepted(schema: FeatureSchema) -> None:
+    accepted(validate_raw(json.dumps(envelope(), indent=2).encode(), schema, MAX_BYTES))
+
+
+@pytest.mark.parametrize(
+    "ts",
+    ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "1900-01-01T00:00:00Z"],
+)
+def test_an_event_time_far_from_now_is_out_of_range_and_says_which_setting(
+    schema: FeatureSchema, ts: str
+) -> None:
+    result = rejected(validate_raw(encoded(envelope(ts=ts)), schema, MAX_BYTES))
+    assert result.reason == "out_of_range"
+    assert "EDDY_INGEST__MAX_EVENT_AGE_DAYS" in result.detail
+
+
+def test_the_event_time_window_is_configurable_and_takes_times_without_a_zone_as_utc(
+    schema: FeatureSchema,
+) -> None:
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).replace(tzinfo=None).isoformat()
+    narrow = EventWindow(max_age=timedelta(minutes=30), max_ahead=timedelta(0))
+    assert rejected(validate_raw(encoded(envelope(ts=hour_ago)), schema, MAX_BYTES, narrow))
+    accepted(validate_raw(encoded(envelope(ts=hour_ago)), schema, MAX_BYTES))
