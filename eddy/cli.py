@@ -598,6 +598,39 @@ def tail(topic: str, from_beginning: bool, count: int | None, idle_exit: float |
 
 
 @main.group()
+def keys() -> None:
+    """Keys that sign model versions."""
+
+
+@keys.command("generate")
+@click.option("--json", "as_json", is_flag=True, help="The key pair as JSON, for scripts.")
+def keys_generate(as_json: bool) -> None:
+    """Make an Ed25519 key pair: the private key for publishers, the public one for readers.
+
+    Set EDDY_SIGNING_PRIVATE_KEY (or EDDY_SIGNING_PRIVATE_KEY_FILE) on training and wherever
+    `eddy models publish` runs, and add the public key to EDDY_TRUSTED_KEYS everywhere.
+    """
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from services.core.signing import ed25519_key_id, private_hex, public_hex
+
+    private = Ed25519PrivateKey.generate()
+    pair = {
+        "key_id": ed25519_key_id(private.public_key()),
+        "private_key": private_hex(private),
+        "public_key": public_hex(private),
+    }
+    if as_json:
+        click.echo(json.dumps(pair, indent=2))
+        return
+    click.echo(f"key id: {pair['key_id']}")
+    click.echo(f"EDDY_SIGNING_PRIVATE_KEY={pair['private_key']}   # secret: publishers only")
+    click.echo(f"EDDY_TRUSTED_KEYS='[\"{pair['public_key']}\"]'   # every service")
+
+
+@main.group()
 def dlq() -> None:
     """Dead letters: what was rejected and why; send them again after a fix."""
 

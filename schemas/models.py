@@ -106,7 +106,15 @@ class ModelVersion(Payload):
     flavour: Flavour
     artifact_uri: str = Field(description="Where the artifact bytes are (file:// URI).")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    signature: str = Field(pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256 of the artifact.")
+    key_id: str = Field(
+        pattern=r"^(hmac|ed25519):[0-9a-f]{16}$",
+        description="The key that signed this record (services/core/signing.py).",
+    )
+    signature: str = Field(
+        pattern=r"^[0-9a-f]{64}([0-9a-f]{64})?$",
+        description="Signature of every other field of this record, in hex: HMAC-SHA256 or "
+        "Ed25519, by key_id.",
+    )
     metrics: dict[str, float] = Field(default_factory=dict)
     parent_version: int | None = None
     trigger: Trigger

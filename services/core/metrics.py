@@ -181,7 +181,7 @@ PREDICTION_LATENCY = Histogram(
 )
 
 
-def serve_metrics(port: int) -> int:
-    """Serve the registry over HTTP on ``port`` (0 picks a free one); returns the port."""
-    server, _thread = start_http_server(port, addr="0.0.0.0", registry=REGISTRY)
+def serve_metrics(port: int, host: str = "127.0.0.1") -> int:
+    """Serve the registry over HTTP on ``host``:``port`` (0 picks a free one); returns the port."""
+    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
     return int(server.server_port)

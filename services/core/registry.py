@@ -1,7 +1,9 @@
 """The model registry: signed artifacts in a store, their versions as messages on ``models``.
 
-An artifact is loaded only after its SHA-256 and its HMAC-SHA256 signature (key from the
-settings) verify, because a River artifact is a pickle and unpickling runs code.
+A version record is signed whole (signing.py): its signature covers every field, the
+artifact's SHA-256 included. Loading checks, in this order and before anything is
+deserialised: the record's signature, that the artifact's URI is inside the registry folder,
+and the artifact's SHA-256. A River artifact is a pickle, and unpickling runs code.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from schemas.models import Flavour, ModelSpec, Task, Trigger
 from services.core.exceptions import ArtifactError
 from services.core.kafka import end_offsets, make_consumer, make_producer
 from services.core.settings import Settings
+from services.core.signing import Keyring
 from services.core.topics import Topics
 
 #: Largest artifact serving will read, so a hostile URI cannot exhaust memory.
@@ -36,16 +39,35 @@ def sha256_hex(data: bytes) -> str:
 
 
 def sign(data: bytes, key: bytes) -> str:
-    """The artifact's signature: HMAC-SHA256 with the registry key."""
+    """HMAC-SHA256 of ``data`` with ``key`` (checkpoints in Redis are signed so)."""
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-def verify(version: ModelVersion, data: bytes, key: bytes) -> None:
-    """Raise ArtifactError unless ``data`` is exactly what ``version`` announced, signed by key."""
+def _signed_fields(version: ModelVersion) -> dict[str, Any]:
+    return version.model_dump(mode="json", exclude={"key_id", "signature"})
+
+
+def signed(version: ModelVersion, keys: Keyring) -> ModelVersion:
+    """``version`` with its key id and the signature of every other field."""
+    key_id, signature = keys.sign(_signed_fields(version))
+    return version.model_copy(update={"key_id": key_id, "signature": signature})
+
+
+def verify_record(version: ModelVersion, keys: Keyring) -> None:
+    """Raise ArtifactError unless the whole record is signed by a key ``keys`` accepts."""
+    keys.verify(
+        _signed_fields(version),
+        version.key_id,
+        version.signature,
+        f"{version.model_name} v{version.version}",
+    )
+
+
+def verify(version: ModelVersion, data: bytes, keys: Keyring) -> None:
+    """Raise ArtifactError unless the record verifies and ``data`` is the artifact it names."""
+    verify_record(version, keys)
     if not hmac.compare_digest(sha256_hex(data), version.sha256):
         raise ArtifactError(f"{version.model_name} v{version.version}: checksum mismatch")
-    if not hmac.compare_digest(sign(data, key), version.signature):
-        raise ArtifactError(f"{version.model_name} v{version.version}: signature does not verify")
 
 
 class ArtifactStore:
@@ -64,13 +86,18 @@ class ArtifactStore:
         tmp.replace(path)
         return path.resolve().as_uri()
 
-    @staticmethod
-    def load(uri: str) -> bytes:
-        """The bytes behind ``uri``, or ArtifactError saying why they cannot be read."""
+    def load(self, uri: str) -> bytes:
+        """The bytes behind ``uri``, or ArtifactError saying why they cannot be read.
+
+        Only files inside the store's folder are read: a record that names any other path
+        (``file:///etc/passwd``, ``../``) is refused before anything is opened.
+        """
         parsed = urlparse(uri)
         if parsed.scheme != "file":
             raise ArtifactError(f"unsupported artifact URI scheme {parsed.scheme!r} in {uri}")
-        path = Path(unquote(parsed.path))
+        path = Path(unquote(parsed.path)).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ArtifactError(f"artifact {uri} is outside the registry folder {self.root}")
         try:
             size = path.stat().st_size
             if size > MAX_ARTIFACT_BYTES:
@@ -111,10 +138,11 @@ def serialize_river(model: Any) -> bytes:
     return deep_pickle(model)
 
 
-def load_verified(version: ModelVersion, key: bytes) -> tuple[bytes, Any]:
-    """Read, verify and deserialize an artifact: (bytes, model object or ONNX bytes)."""
-    data = ArtifactStore.load(version.artifact_uri)
-    verify(version, data, key)
+def load_verified(version: ModelVersion, keys: Keyring, root: Path) -> tuple[bytes, Any]:
+    """Verify the record, read and check the artifact, deserialize: (bytes, model or ONNX)."""
+    verify_record(version, keys)
+    data = ArtifactStore(root).load(version.artifact_uri)
+    verify(version, data, keys)
     if version.flavour == "onnx":
         return data, data
     try:
@@ -175,7 +203,7 @@ def publish(
     The version number is one more than the highest on ``models`` unless given. A service that
     publishes often passes its own long-lived ``producer`` (see ``announce``).
     """
-    key = settings.signing_key_bytes()
+    keys = Keyring.of(settings)
     if version is None:
         known = [v.version for v in read_versions(settings) if v.model_name == model_name]
         version = max(known, default=0) + 1
@@ -186,7 +214,8 @@ def publish(
         flavour=flavour,
         artifact_uri=uri,
         sha256=sha256_hex(artifact),
-        signature=sign(artifact, key),
+        key_id="hmac:0000000000000000",  # replaced by ``signed``
+        signature="0" * 64,
         metrics=metrics or {},
         parent_version=parent_version,
         trigger=trigger,
@@ -198,6 +227,7 @@ def publish(
         spec=spec,
         description=description,
     )
+    message = signed(message, keys)
     announce(settings, message, producer)
     return message
 
@@ -247,7 +277,8 @@ def reannounce(settings: Settings, target: ModelVersion, trigger: Trigger) -> Mo
     Serving follows the newest version message, so this makes ``target``'s artifact the
     champion. The artifact is verified first: a version that would be refused is not announced.
     """
-    load_verified(target, settings.signing_key_bytes())
+    keys = Keyring.of(settings)
+    load_verified(target, keys, settings.registry_dir)
     history = [v for v in read_versions(settings) if v.model_name == target.model_name]
     message = target.model_copy(
         update={
@@ -260,5 +291,6 @@ def reannounce(settings: Settings, target: ModelVersion, trigger: Trigger) -> Mo
             "created_at": datetime.now(UTC),
         }
     )
+    message = signed(message, keys)
     announce(settings, message)
     return message

@@ -73,7 +73,7 @@ def bootstrap(
     settings = settings or Settings()
     settings.require_endpoints()
     configure_logging(settings.log_level)
-    port = serve_metrics(settings.metrics_port)
+    port = serve_metrics(settings.metrics_port, settings.metrics_host)
     for reason in get_args(RejectReason):  # every reason has a series from the start
         metrics.REJECTED.labels(service, reason)
     stop = StopSignal()

@@ -6,10 +6,11 @@ Every field is documented in docs/configuration.md; a test checks that.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.drift import DriftKind
@@ -333,7 +334,22 @@ class Settings(BaseSettings):
     )
     signing_key: SecretStr = Field(
         SecretStr(""),
-        description="HMAC key that signs and verifies model artifacts; required to publish/serve.",
+        description="Shared secret (HMAC) that signs checkpoints, and model versions when no "
+        "private key is set (also from a file: EDDY_SIGNING_KEY_FILE).",
+    )
+    signing_private_key: SecretStr = Field(
+        SecretStr(""),
+        description="Ed25519 private key that signs model versions (64 hex characters or PEM; "
+        "`eddy keys generate`); only publishers need it (also EDDY_SIGNING_PRIVATE_KEY_FILE).",
+    )
+    trusted_keys: list[str] = Field(
+        default_factory=list,
+        description="Ed25519 public keys whose versions are accepted (JSON list of hex or PEM); "
+        "once set, HMAC-signed versions are refused.",
+    )
+    revoked_keys: list[str] = Field(
+        default_factory=list,
+        description="Key ids (ed25519:... or hmac:...) whose versions are refused.",
     )
     registry_dir: Path = Field(
         DEFAULT_HOME / "registry", description="Where model artifacts are stored (file URIs)."
@@ -347,6 +363,11 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         0, ge=0, le=65_535, description="Prometheus port of this process; 0 picks a free one."
     )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the Prometheus page listens on: this machine only by default; "
+        "0.0.0.0 where Prometheus scrapes from elsewhere (docker-compose sets it).",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON-line logs.")
     kafka: KafkaSettings = KafkaSettings()
     ingest: IngestSettings = IngestSettings()
@@ -354,6 +375,25 @@ class Settings(BaseSettings):
     labeling: LabelingSettings = LabelingSettings()
     training: TrainingSettings = TrainingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """``EDDY_<SECRET>_FILE`` names a file that holds the secret (Docker, Kubernetes)."""
+        if not isinstance(data, dict):
+            return data
+        for name in ("signing_key", "signing_private_key"):
+            path = os.environ.get(f"EDDY_{name.upper()}_FILE")
+            if path and not data.get(name):
+                try:
+                    data = {**data, name: Path(path).read_text().strip()}
+                except OSError as error:
+                    from services.core.exceptions import ConfigurationError
+
+                    raise ConfigurationError(
+                        f"EDDY_{name.upper()}_FILE={path}: cannot read it ({error.strerror})"
+                    ) from None
+        return data
 
     @property
     def is_embedded(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -81,8 +82,12 @@ def service_env(settings: Settings) -> dict[str, str]:
         "EDDY_REDIS_URL": settings.redis_url or "",
         "EDDY_TOPIC_PREFIX": settings.topic_prefix,
         "EDDY_SIGNING_KEY": settings.signing_key.get_secret_value(),
+        "EDDY_SIGNING_PRIVATE_KEY": settings.signing_private_key.get_secret_value(),
+        "EDDY_TRUSTED_KEYS": json.dumps(settings.trusted_keys),
+        "EDDY_REVOKED_KEYS": json.dumps(settings.revoked_keys),
         "EDDY_REGISTRY_DIR": str(settings.registry_dir),
         "EDDY_MODEL_NAME": settings.model_name,
+        "EDDY_METRICS_HOST": settings.metrics_host,
         "EDDY_LOG_LEVEL": settings.log_level,
     }
     for group in SETTINGS_GROUPS:  # nested groups travel as JSON; EDDY_GROUP__FIELD still wins

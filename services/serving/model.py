@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -12,6 +13,7 @@ from schemas import ModelVersion
 from schemas.base import Features, Target
 from services.core.exceptions import ArtifactError
 from services.core.registry import load_verified
+from services.core.signing import Keyring
 
 Probabilities = dict[str, float] | None
 
@@ -83,9 +85,9 @@ class LoadedModel:
     predictor: Predictor
 
 
-def load_model(version: ModelVersion, key: bytes) -> LoadedModel:
+def load_model(version: ModelVersion, keys: Keyring, root: Path) -> LoadedModel:
     """Verify and load a version; ArtifactError if it must not or cannot be served."""
-    data, obj = load_verified(version, key)
+    data, obj = load_verified(version, keys, root)
     if version.flavour == "river":
         if not hasattr(obj, "predict_one"):
             raise ArtifactError(f"{version.model_name} v{version.version}: not a River estimator")

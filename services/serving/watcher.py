@@ -19,6 +19,7 @@ from services.core.exceptions import ArtifactError
 from services.core.feature_schema import FeatureSchema
 from services.core.kafka import end_offsets, make_consumer
 from services.core.settings import Settings
+from services.core.signing import Keyring
 from services.core.topics import Topics
 from services.serving.model import LoadedModel, load_model
 
@@ -36,7 +37,8 @@ class ModelWatcher:
 
     def __init__(self, settings: Settings, service: str) -> None:
         self.model_name = settings.model_name
-        self.key = settings.signing_key_bytes()
+        self.keys = Keyring.of(settings).require_verifying()
+        self.root = settings.registry_dir
         self.service = service
         self.topic = Topics(settings.topic_prefix)("models")
         # No group: every serving instance reads the whole history of versions itself.
@@ -49,7 +51,7 @@ class ModelWatcher:
         self.champion: LoadedModel | None = None
         self.ready = threading.Event()
         self._stopped = threading.Event()
-        for reason in ("malformed", "artifact", "features"):
+        for reason in ("malformed", "artifact", "features", "stale"):
             metrics.MODELS_REFUSED.labels(service, reason)
         self._thread = threading.Thread(target=self._follow, name="model-watcher", daemon=True)
 
@@ -69,7 +71,9 @@ class ModelWatcher:
                 partition, offset = message.partition() or 0, message.offset() or 0
                 if offset + 1 >= remaining.get(partition, 0):
                     remaining.pop(partition, None)
-        for version in reversed(history):  # newest first: older ones only if it is refused
+        # the highest number first (not the last message: an old record sent again comes last);
+        # older ones only if it is refused
+        for version in sorted(history, key=lambda v: v.version, reverse=True):
             if self._try_swap(version):
                 break
 
@@ -107,8 +111,18 @@ class ModelWatcher:
         """Load and swap in ``version``; on any failure keep the current model.
 
         A version trained on other features than the deployment's schema is refused before
-        its artifact is read: it would answer every event from defaults.
+        its artifact is read: it would answer every event from defaults. So is a version whose
+        number is not above the one served: an old record sent again must not roll serving
+        back (a promote or rollback is a new number, signed).
         """
+        current = self.champion.version.version if self.champion else None
+        if current is not None and version.version <= current:
+            metrics.MODELS_REFUSED.labels(self.service, "stale").inc()
+            log.error(
+                "model version refused: its number is not above the one served",
+                extra={"version": version.version, "kept_version": current},
+            )
+            return False
         if version.feature_names and set(version.feature_names) != self.features:
             metrics.MODELS_REFUSED.labels(self.service, "features").inc()
             log.error(
@@ -121,10 +135,9 @@ class ModelWatcher:
             )
             return False
         try:
-            loaded = load_model(version, self.key)
+            loaded = load_model(version, self.keys, self.root)
         except ArtifactError as error:
             metrics.MODELS_REFUSED.labels(self.service, "artifact").inc()
-            current = self.champion.version.version if self.champion else None
             log.error("model version refused", extra={"error": str(error), "kept_version": current})
             return False
         self.champion = loaded

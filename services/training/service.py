@@ -45,6 +45,7 @@ from services.core.model_specs import baseline_spec, build_model, load_specs
 from services.core.rejection import Rejection
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings, TrainingSettings
+from services.core.signing import Keyring
 from services.core.stream import BatchHandler, Effects, decode, reject
 from services.training.awaiting import AwaitingDrifts
 from services.training.leaderboard import Leaderboard
@@ -187,7 +188,9 @@ class Trainer:
         remote = [RemoteCandidate(spec, task) for spec in self.specs if spec.process == "own"]
         champion = candidates[0]
         if latest is not None:
-            _data, model = registry.load_verified(latest, self.settings.signing_key_bytes())
+            _data, model = registry.load_verified(
+                latest, Keyring.of(self.settings), self.settings.registry_dir
+            )
             named = latest.spec.name if latest.spec is not None else None
             champion = next((c for c in candidates if c.name == named), candidates[0])
             champion.model = model

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import SecretStr
 
 from schemas import DeadLetter, ModelVersion, Prediction, PredictionReply
 from schemas.base import Features
 from services.core import registry
 from services.core.client import EddyClient, PredictionFailedError
 from services.core.settings import Settings
+from services.core.signing import Keyring, private_hex, public_hex
 from services.core.supervisor import ServiceProcess
 from services.core.topics import Topics
 from services.serving.model import RiverPredictor
@@ -133,31 +137,46 @@ def test_a_version_published_mid_stream_is_swapped_in_without_losing_or_repeatin
     assert out[-1].model_version == 2
 
 
-def test_an_artifact_with_a_wrong_checksum_or_signature_is_refused_and_serving_keeps_its_model(
+def test_forged_tampered_replayed_and_out_of_store_versions_are_refused_serving_keeps_its_model(
     settings: Settings, start_service: StartService, reader: OpenReader
 ) -> None:
     good = publish_model(settings)
     serving = start_service("serving")
     artifact = trained_model(rows=300)
     uri = registry.ArtifactStore(settings.registry_dir).save("default", 2, artifact)
-    forged = ModelVersion(
+    record = ModelVersion(
         model_name="default", version=2, flavour="river", artifact_uri=uri,
-        sha256=registry.sha256_hex(artifact), signature=registry.sign(artifact, b"attacker key"),
-        trigger="manual",
+        sha256=registry.sha256_hex(artifact), key_id="hmac:0000000000000000",
+        signature="0" * 64, trigger="manual",
     )  # fmt: skip
-    tampered = forged.model_copy(
-        update={"version": 3, "signature": registry.sign(artifact, settings.signing_key_bytes()),
-                "sha256": registry.sha256_hex(artifact + b"x")}
-    )  # fmt: skip
-    registry.announce(settings, forged)
-    registry.announce(settings, tampered)
+    ours = Keyring.of(settings)
+    forged = registry.signed(record, Keyring(hmac_key=b"attacker key"))
+    wrong_bytes = registry.signed(
+        record.model_copy(update={"version": 3, "sha256": registry.sha256_hex(b"x")}), ours
+    )
+    renumbered = good.model_copy(update={"version": 4})  # an old record, a new number
+    outside = registry.signed(
+        record.model_copy(update={"version": 5, "artifact_uri": "file:///etc/passwd"}), ours
+    )
+    for message in (forged, wrong_bytes, renumbered, outside, good):  # good: replayed as it was
+        registry.announce(settings, message)
     produce(settings, "models", [(b"default", b'{"not": "a model version"}')])
     events = feature_events(100)
     produce_features(settings, events)
 
     out = reader("predictions", Prediction).read_until(lambda items: len(items) >= 100)
     assert {p.model_version for p in out} == {good.version}
-    log = _wait_for_log(serving, "signature does not verify") + _wait_for_log(serving, "checksum")
+    log = "".join(
+        _wait_for_log(serving, text)
+        for text in (
+            "signed by unknown key",
+            "checksum mismatch",
+            "signature does not verify",
+            "outside the registry folder",
+            "not above the one served",
+            "malformed model version message",
+        )
+    )
     assert "model version refused" in log
     assert serving.running
 
@@ -239,3 +258,21 @@ def _wait_for_log(service: ServiceProcess, text: str, timeout_s: float = 30) -> 
             return log
         time.sleep(0.2)
     raise AssertionError(f"{text!r} never appeared in {service.name}'s log:\n{service.log_tail()}")
+
+
+def test_serving_with_public_keys_only_serves_ed25519_versions_and_refuses_the_shared_secret(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    private = Ed25519PrivateKey.generate()
+    publisher = settings.model_copy(update={"signing_private_key": SecretStr(private_hex(private))})
+    good = publish_model(publisher)
+    by_secret = publish_model(settings)  # a newer number, signed with the shared secret
+    serving = start_service(
+        "serving", EDDY_SIGNING_KEY="", EDDY_TRUSTED_KEYS=json.dumps([public_hex(private)])
+    )
+    produce_features(settings, feature_events(50))
+
+    out = reader("predictions", Prediction).read_until(lambda items: len(items) >= 50)
+    assert good.key_id.startswith("ed25519:") and by_secret.key_id.startswith("hmac:")
+    assert {p.model_version for p in out} == {good.version}
+    assert "only Ed25519" in _wait_for_log(serving, "model version refused")

@@ -186,6 +186,7 @@ def test_describe_names_nested_fields_by_their_path() -> None:
                 "flavour": "river",
                 "artifact_uri": "file:///a",
                 "sha256": "0" * 64,
+                "key_id": "hmac:0000000000000000",
                 "signature": "0" * 64,
                 "trigger": "manual",
                 "lineage": [{"topic": "t", "partition": -1, "first": 0, "last": 0}],

@@ -156,6 +156,7 @@ def test_an_answer_that_cannot_be_served_goes_to_the_dlq_and_the_next_event_is_s
         flavour="river",
         artifact_uri="file:///nowhere",
         sha256="0" * 64,
+        key_id="hmac:0000000000000000",
         signature="0" * 64,
         trigger="initial",
     )

@@ -15,10 +15,12 @@ from schemas import ModelVersion
 from schemas.models import Flavour
 from services.core.datasets import default_classifier, stream
 from services.core.exceptions import ArtifactError
-from services.core.registry import ArtifactStore, serialize_river, sha256_hex, sign
+from services.core.registry import ArtifactStore, serialize_river, sha256_hex, signed
+from services.core.signing import Keyring
 from services.serving.model import RiverPredictor, load_model
 
 KEY = b"serving-test-key"
+KEYS = Keyring(hmac_key=KEY)
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +44,12 @@ def signed_version(tmp_path: Path, data: bytes, flavour: Flavour, **changes: Any
         "flavour": flavour,
         "artifact_uri": uri,
         "sha256": sha256_hex(data),
-        "signature": sign(data, KEY),
+        "key_id": "hmac:0000000000000000",
+        "signature": "0" * 64,
         "trigger": "initial",
     }
     fields.update(changes)
-    return ModelVersion.model_validate(fields)
+    return signed(ModelVersion.model_validate(fields), KEYS)
 
 
 def test_trained_classifier_predicts_one_of_its_classes(
@@ -104,7 +107,7 @@ def test_regressor_predicts_a_value_without_probabilities() -> None:
 def test_signed_river_model_loads_and_predicts(tmp_path: Path, trained_classifier: Any) -> None:
     version = signed_version(tmp_path, serialize_river(trained_classifier), "river")
 
-    loaded = load_model(version, KEY)
+    loaded = load_model(version, KEYS, tmp_path)
 
     assert loaded.version == version
     features = next(iter(stream("phishing")))[0]
@@ -125,7 +128,7 @@ def test_signed_pickle_that_is_not_a_river_model_is_refused(tmp_path: Path, obj:
     version = signed_version(tmp_path, pickle.dumps(obj), "river")
 
     with pytest.raises(ArtifactError, match="not a River estimator"):
-        load_model(version, KEY)
+        load_model(version, KEYS, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -140,11 +143,11 @@ def test_signed_garbage_as_onnx_is_refused(tmp_path: Path, data: bytes) -> None:
     version = signed_version(tmp_path, data, "onnx", feature_names=["x"], classes=[False, True])
 
     with pytest.raises(ArtifactError, match="invalid ONNX"):
-        load_model(version, KEY)
+        load_model(version, KEYS, tmp_path)
 
 
 def test_model_signed_with_another_key_is_refused(tmp_path: Path, trained_classifier: Any) -> None:
     version = signed_version(tmp_path, serialize_river(trained_classifier), "river")
 
-    with pytest.raises(ArtifactError, match="signature does not verify"):
-        load_model(version, b"not-the-serving-key")
+    with pytest.raises(ArtifactError, match="signed by unknown key"):
+        load_model(version, Keyring(hmac_key=b"not-the-serving-key"), tmp_path)

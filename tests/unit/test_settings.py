@@ -155,3 +155,28 @@ def test_empty_signing_key_is_as_good_as_unset(monkeypatch: pytest.MonkeyPatch) 
 
     with pytest.raises(ConfigurationError, match="EDDY_SIGNING_KEY"):
         Settings().signing_key_bytes()
+
+
+def test_a_secret_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secret = tmp_path / "key"
+    secret.write_text("from-a-file\n")
+    monkeypatch.delenv("EDDY_SIGNING_KEY", raising=False)
+    monkeypatch.setenv("EDDY_SIGNING_KEY_FILE", str(secret))
+
+    settings = Settings()
+
+    assert settings.signing_key_bytes() == b"from-a-file"
+    assert "from-a-file" not in repr(settings)
+
+
+def test_an_unreadable_secret_file_is_an_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("EDDY_SIGNING_PRIVATE_KEY_FILE", str(tmp_path / "missing"))
+
+    with pytest.raises(ConfigurationError, match=r"EDDY_SIGNING_PRIVATE_KEY_FILE=.*cannot read"):
+        Settings()
+
+
+def test_metrics_listen_on_this_machine_only_unless_told_otherwise() -> None:
+    assert Settings().metrics_host == "127.0.0.1"

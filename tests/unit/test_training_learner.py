@@ -163,6 +163,7 @@ def test_training_resumes_one_past_the_last_offset_any_version_learned() -> None
             flavour="river",
             artifact_uri="file:///x",
             sha256="0" * 64,
+            key_id="hmac:0000000000000000",
             signature="0" * 64,
             trigger="scheduled",
             lineage=[
