@@ -745,7 +745,8 @@ def dlq_replay(
     where = ", ".join(f"{n} to {t}" for t, n in report.topics.items()) or "none"
     click.echo(
         f"sent {report.sent} ({where}); "
-        f"already replayed {report.already_replayed}; original cut, not sent {report.truncated}; "
+        f"already replayed {report.already_replayed}; "
+        f"original cut or redacted, not sent {report.truncated}; "
         f"rejected again {sum(report.rejected_again.values())}" + (f" ({again})" if again else "")
     )
 

@@ -54,6 +54,11 @@ class DeadLetter(Payload):
     original: str = Field(description="The original bytes, base64 (truncated if oversized).")
     original_size: int = Field(ge=0, description="Size of the original message in bytes.")
     original_truncated: bool = False
+    original_redacted: bool = Field(
+        False,
+        description="Personal data in the original was hashed or dropped (or, if it could not be "
+        "parsed, the original withheld): it is not the message that came.",
+    )
     event_id: str | None = Field(None, description="The event id, if it could be read.")
     original_key: str | None = Field(
         None, description="The original message key, base64 (a replay sends it again)."

@@ -98,7 +98,8 @@ class ReplayReport:
 
     sent: int = 0
     already_replayed: int = 0
-    #: originals cut at the dead-letter size limit: what is left is not the message
+    #: originals cut at the dead-letter size limit, or with personal data taken out: what is
+    #: left is not the message that came
     truncated: int = 0
     rejected_again: Counter[str] = field(default_factory=Counter)
     #: where each letter went: topic → count
@@ -109,7 +110,7 @@ class ReplayReport:
         return {
             "sent": self.sent,
             "already_replayed": self.already_replayed,
-            "truncated_not_sent": self.truncated,
+            "not_replayable": self.truncated,
             "rejected_again": sum(self.rejected_again.values()),
             "rejected_again_by_reason": dict(self.rejected_again),
             "sent_to": dict(self.topics),
@@ -142,8 +143,8 @@ def replay(
         if position(letter).encode() in seen:
             report.already_replayed += 1
             continue
-        if letter.original_truncated:
-            report.truncated += 1
+        if letter.original_truncated or letter.original_redacted:
+            report.truncated += 1  # what is left is not the message that came
             continue
         topic = to_topic or letter.source_topic
         producer.produce(

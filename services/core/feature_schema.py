@@ -5,6 +5,9 @@ Pure logic, no I/O besides loading the schema file: every rule here is unit-test
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import math
 import tomllib
 from pathlib import Path
@@ -38,11 +41,21 @@ class FeatureSpec(BaseModel):
         description="Grows with time (a date, a counter): never tested for data drift, as it "
         "always drifts.",
     )
+    pii: Literal["keep", "hash", "drop"] = Field(
+        "keep",
+        description="Personal data: `hash` replaces the value by a keyed hash (EDDY_PII_KEY) "
+        "before anything is written, `drop` removes it; the raw value goes nowhere.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureSpec:
         if self.type == "category" and not self.values:
             raise ValueError("a category feature needs `values`")
+        if self.pii == "hash" and self.type != "string":
+            raise ValueError(
+                f"pii = 'hash' makes a string of the value: declare the feature as type "
+                f"'string' (it is {self.type!r}), or drop it"
+            )
         if self.default is not None:
             default = _normalised("default", self, self.default)
             if isinstance(default, Rejection):
@@ -60,6 +73,24 @@ class FeatureSchema(BaseModel):
     description: str = ""
     features: dict[str, FeatureSpec]
     target: TargetSpec = Field(default_factory=TargetSpec)
+
+    @property
+    def personal(self) -> dict[str, str]:
+        """Feature → what is done with it (``hash`` or ``drop``), for those marked as personal."""
+        return {name: spec.pii for name, spec in self.features.items() if spec.pii != "keep"}
+
+    def require_pii_key(self, key: bytes) -> None:
+        """A configuration error if the schema hashes personal data and there is no key."""
+        hashed = [name for name, action in self.personal.items() if action == "hash"]
+        if hashed and not key:
+            raise ConfigurationError(
+                f"EDDY_PII_KEY is not set: feature schema {self.name!r} hashes personal data "
+                f"({', '.join(hashed)}); set it (or EDDY_PII_KEY_FILE) to a long random secret"
+            )
+
+    def model_features(self) -> list[str]:
+        """The features a model sees: all but those dropped as personal data."""
+        return [name for name, spec in self.features.items() if spec.pii != "drop"]
 
     @classmethod
     def load(cls, name_or_path: str) -> FeatureSchema:
@@ -119,8 +150,14 @@ def _normalised(name: str, spec: FeatureSpec, value: Any) -> FeatureValue | Reje
     return text
 
 
-def check_features(schema: FeatureSchema, raw: dict[str, Any]) -> Features | Rejection:
-    """The event's features normalised to the schema, or the first reason they are not valid."""
+def check_features(
+    schema: FeatureSchema, raw: dict[str, Any], pii_key: bytes = b""
+) -> Features | Rejection:
+    """The event's features normalised to the schema, or the first reason they are not valid.
+
+    Personal data comes out hashed with ``pii_key`` or dropped, as the schema marks it; a
+    rejection never quotes a personal value.
+    """
     unknown = raw.keys() - schema.features.keys()
     if unknown:
         shown = sorted(str(k)[:50] for k in unknown)[:5]
@@ -130,11 +167,50 @@ def check_features(schema: FeatureSchema, raw: dict[str, Any]) -> Features | Rej
         if name not in raw or raw[name] is None:
             if spec.required:
                 return Rejection("missing_field", f"{name}: required by schema {schema.name!r}")
-            if spec.default is not None:
+            if spec.default is not None and spec.pii == "keep":
                 clean[name] = spec.default
             continue
         value = _normalised(name, spec, raw[name])
         if isinstance(value, Rejection):
+            if spec.pii != "keep":
+                return Rejection(value.reason, f"{name}: not a valid {spec.type} (value withheld)")
             return value
-        clean[name] = value
+        if spec.pii == "keep":
+            clean[name] = value
+        elif spec.pii == "hash":
+            clean[name] = pii_hash(value, pii_key)
     return clean
+
+
+def pii_hash(value: FeatureValue, key: bytes) -> str:
+    """A personal value as a keyed hash: equal values stay equal, the value cannot be read back.
+
+    Keyed (HMAC-SHA256), so that nobody without the key can hash guesses (every phone number,
+    every e-mail of a list) and match them.
+    """
+    if not key:
+        raise ConfigurationError("EDDY_PII_KEY is not set: the feature schema hashes personal data")
+    digest = hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()
+    return "h:" + digest[:32]
+
+
+def redact(raw: bytes, schema: FeatureSchema, key: bytes) -> bytes | None:
+    """``raw`` with the schema's personal values hashed or dropped; None if it cannot be parsed.
+
+    For the original bytes a dead letter keeps: a message that cannot be parsed could hold a
+    personal value anywhere, so the caller keeps none of it.
+    """
+    try:
+        event = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    features = event.get("features") if isinstance(event, dict) else None
+    if not isinstance(features, dict):
+        return None
+    for name, action in schema.personal.items():
+        if name in features:
+            if action == "drop" or not isinstance(features[name], str | int | float | bool):
+                del features[name]
+            else:
+                features[name] = pii_hash(features[name], key)
+    return json.dumps(event).encode()

@@ -184,8 +184,9 @@ def _preprocessing(spec: ModelSpec, schema: FeatureSchema, where: str) -> list[A
         return []
     from river import compose, preprocessing
 
-    numbers = [n for n, f in schema.features.items() if f.type in ("float", "int", "bool")]
-    categories = [n for n, f in schema.features.items() if f.type in ("category", "string")]
+    seen = {n: schema.features[n] for n in schema.model_features()}  # dropped ones never come
+    numbers = [n for n, f in seen.items() if f.type in ("float", "int", "bool")]
+    categories = [n for n, f in seen.items() if f.type in ("category", "string")]
     if not categories:
         return [preprocessing.StandardScaler()]
     scaled = compose.Select(*numbers) | preprocessing.StandardScaler()

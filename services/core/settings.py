@@ -351,6 +351,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Key ids (ed25519:... or hmac:...) whose versions are refused.",
     )
+    pii_key: SecretStr = Field(
+        SecretStr(""),
+        description="Secret of the keyed hash of features marked pii = 'hash' (also "
+        "EDDY_PII_KEY_FILE); changing it changes every hashed value.",
+    )
     registry_dir: Path = Field(
         DEFAULT_HOME / "registry", description="Where model artifacts are stored (file URIs)."
     )
@@ -382,7 +387,7 @@ class Settings(BaseSettings):
         """``EDDY_<SECRET>_FILE`` names a file that holds the secret (Docker, Kubernetes)."""
         if not isinstance(data, dict):
             return data
-        for name in ("signing_key", "signing_private_key"):
+        for name in ("signing_key", "signing_private_key", "pii_key"):
             path = os.environ.get(f"EDDY_{name.upper()}_FILE")
             if path and not data.get(name):
                 try:

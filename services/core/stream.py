@@ -96,10 +96,14 @@ def dead_letter(
     reason: RejectReason,
     detail: str,
     event_id: str | None = None,
+    redacted: bytes | None = None,
 ) -> DeadLetter:
-    """A dead letter that carries the reason, the original bytes and where they came from."""
+    """A dead letter that carries the reason, the original bytes and where they came from.
+
+    ``redacted``: the original with personal data taken out, kept instead of the message.
+    """
     original = message.value() or b""
-    kept = original[:DLQ_ORIGINAL_LIMIT]
+    kept = (original if redacted is None else redacted)[:DLQ_ORIGINAL_LIMIT]
     key = message.key()
     return DeadLetter(
         original_key=None if key is None else base64.b64encode(key[:1024]).decode(),
@@ -111,7 +115,8 @@ def dead_letter(
         source_offset=message.offset() or 0,
         original=base64.b64encode(kept).decode(),
         original_size=len(original),
-        original_truncated=len(kept) < len(original),
+        original_truncated=redacted is None and len(kept) < len(original),
+        original_redacted=redacted is not None,
         event_id=event_id,
     )
 
@@ -210,11 +215,12 @@ def reject(
     reason: RejectReason,
     detail: str,
     event_id: str | None = None,
+    redacted: bytes | None = None,
 ) -> None:
     """Count an input that cannot be handled, log it (rate-limited), queue its dead letter."""
     metrics.REJECTED.labels(service, reason).inc()
     REJECT_LOG.note(service, reason, detail, event_id)
-    letter = dead_letter(message, service, reason, detail, event_id)
+    letter = dead_letter(message, service, reason, detail, event_id, redacted)
     effects.emit(dlq_topic, message.key(), letter)
 
 

@@ -83,6 +83,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "EDDY_TOPIC_PREFIX": settings.topic_prefix,
         "EDDY_SIGNING_KEY": settings.signing_key.get_secret_value(),
         "EDDY_SIGNING_PRIVATE_KEY": settings.signing_private_key.get_secret_value(),
+        "EDDY_PII_KEY": settings.pii_key.get_secret_value(),
         "EDDY_TRUSTED_KEYS": json.dumps(settings.trusted_keys),
         "EDDY_REVOKED_KEYS": json.dumps(settings.revoked_keys),
         "EDDY_REGISTRY_DIR": str(settings.registry_dir),

@@ -8,7 +8,7 @@ from confluent_kafka import Message
 
 from schemas.base import Features
 from services.core import metrics
-from services.core.feature_schema import FeatureSchema
+from services.core.feature_schema import FeatureSchema, redact
 from services.core.rejection import Rejection
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
@@ -26,6 +26,8 @@ class IngestHandler:
         self.schema = schema
         self.max_bytes = runtime.settings.ingest.max_event_bytes
         self.window = EventWindow.of(runtime.settings.ingest)
+        self.pii_key = runtime.settings.pii_key.get_secret_value().encode()
+        schema.require_pii_key(self.pii_key)
         self.features_topic = runtime.topics("features")
         self.dlq_topic = runtime.topics("dlq")
         namespace = f"{runtime.settings.topic_prefix}{SERVICE}"
@@ -39,9 +41,10 @@ class IngestHandler:
         """Validate, de-duplicate (against Redis and within the batch), and emit."""
         effects = Effects()
         valid: list[CleanEvent] = []
-        window = self.window
+        window, key, personal = self.window, self.pii_key, bool(self.schema.personal)
         for message in messages:
-            result = validate_raw(message.value() or b"", self.schema, self.max_bytes, window)
+            raw = message.value() or b""
+            result = validate_raw(raw, self.schema, self.max_bytes, window, key)
             if isinstance(result, Rejection):
                 reject(
                     message,
@@ -51,6 +54,8 @@ class IngestHandler:
                     result.reason,
                     result.detail,
                     result.event_id,
+                    # personal data stays out of the dead letter too; unparsed, nothing is kept
+                    (redact(raw, self.schema, key) or b"") if personal else None,
                 )
             else:
                 valid.append(result)

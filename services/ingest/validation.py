@@ -97,9 +97,16 @@ _SPACE_AFTER_QUOTE = re.compile(rb'"[ \t\r\n]')
 
 
 def validate_raw(
-    raw: bytes, schema: FeatureSchema, max_bytes: int, window: EventWindow = EventWindow()
+    raw: bytes,
+    schema: FeatureSchema,
+    max_bytes: int,
+    window: EventWindow = EventWindow(),
+    pii_key: bytes = b"",
 ) -> CleanEvent | Rejection:
-    """Check size, encoding, envelope, features, keys and time, in that order, and normalise."""
+    """Check size, encoding, envelope, features, keys and time, in that order, and normalise.
+
+    Features marked as personal data come out hashed with ``pii_key`` or dropped.
+    """
     if len(raw) > max_bytes:
         return Rejection("oversized", f"{len(raw)} bytes, over the limit of {max_bytes}")
     try:
@@ -110,7 +117,7 @@ def validate_raw(
         event = RawEvent.model_validate_json(raw)
     except ValidationError as error:
         return Rejection(validation_reason(error), describe(error))
-    features = check_features(schema, event.features)
+    features = check_features(schema, event.features, pii_key)
     if isinstance(features, Rejection):
         return Rejection(features.reason, features.detail, event.event_id)
     repeated = duplicate_key(raw, len(event.model_fields_set) + len(event.features))

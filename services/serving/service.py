@@ -77,6 +77,9 @@ class RequestsHandler:
     def __init__(self, runtime: Runtime, watcher: ModelWatcher) -> None:
         self.watcher = watcher
         self.schema = FeatureSchema.load(runtime.settings.ingest.feature_schema)
+        # a request carries raw features: personal ones are hashed or dropped as ingest does
+        self.pii_key = runtime.settings.pii_key.get_secret_value().encode()
+        self.schema.require_pii_key(self.pii_key)
         self.replies_topic = runtime.topics("prediction_replies")
         self.dlq_topic = runtime.topics("dlq")
         self.model_name = runtime.settings.model_name
@@ -89,7 +92,7 @@ class RequestsHandler:
             request = decode(message, PredictionRequest, SERVICE, self.dlq_topic, effects)
             if request is None:
                 continue
-            features = check_features(self.schema, request.features)
+            features = check_features(self.schema, request.features, self.pii_key)
             if isinstance(features, Rejection):
                 reply = self._error(request, f"{features.reason}: {features.detail}")
             elif champion is None:

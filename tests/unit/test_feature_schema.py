@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from services.core.exceptions import ConfigurationError
-from services.core.feature_schema import FeatureSchema, FeatureSpec, check_features
+from services.core.feature_schema import FeatureSchema, FeatureSpec, check_features, redact
 from services.core.rejection import Rejection
 
 PHISHING_FEATURES = {
@@ -302,3 +302,53 @@ def test_long_bad_bool_gives_a_short_detail(mixed: FeatureSchema) -> None:
 
     assert result.reason == "wrong_type"
     assert len(result.detail) <= 300
+
+
+# personal data
+
+
+def _personal() -> FeatureSchema:
+    return FeatureSchema.model_validate(
+        {
+            "name": "people",
+            "features": {
+                "amount": {"type": "float"},
+                "email": {"type": "string", "pii": "hash"},
+                "phone": {"type": "string", "required": False, "pii": "drop"},
+            },
+        }
+    )
+
+
+def test_personal_values_come_out_hashed_with_the_key_or_dropped() -> None:
+    schema = _personal()
+    raw = {"amount": 3.0, "email": "a@example.com", "phone": "+1 555 0100"}
+
+    one, again = check_features(schema, raw, b"k1"), check_features(schema, raw, b"k1")
+    other_key = check_features(schema, raw, b"k2")
+
+    assert isinstance(one, dict) and isinstance(other_key, dict)
+    assert one == again and one["email"] != other_key["email"]  # stable, and keyed
+    assert set(one) == {"amount", "email"} and str(one["email"]).startswith("h:")
+    assert "a@example.com" not in str(one)
+    assert schema.model_features() == ["amount", "email"]
+
+
+def test_a_rejection_of_a_personal_value_does_not_quote_it() -> None:
+    result = check_features(_personal(), {"amount": 1.0, "email": ["alice@example.com"]}, b"k")
+    assert isinstance(result, Rejection) and "alice" not in result.detail
+
+
+def test_hashing_is_only_for_strings_and_needs_a_key() -> None:
+    with pytest.raises(ValueError, match="declare the feature as type 'string'"):
+        FeatureSpec.model_validate({"type": "float", "pii": "hash"})
+    with pytest.raises(ConfigurationError, match="EDDY_PII_KEY"):
+        _personal().require_pii_key(b"")
+
+
+def test_a_reject_keeps_its_other_fields_and_loses_its_personal_ones() -> None:
+    raw = b'{"event_id": "e", "features": {"amount": "x", "email": "a@b.c", "phone": "123"}}'
+    redacted = redact(raw, _personal(), b"k")
+    assert redacted is not None and b"a@b.c" not in redacted and b"123" not in redacted
+    assert b'"amount": "x"' in redacted
+    assert redact(b'{"features": "a@b.c"', _personal(), b"k") is None  # unparsed: nothing kept
