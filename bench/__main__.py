@@ -30,6 +30,7 @@ SCENARIOS = (
     "served_score",
     "drift_reaction",
     "loop_capacity",
+    "hostile_soak",
 )
 
 

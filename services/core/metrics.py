@@ -8,7 +8,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
-    start_http_server,
 )
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -182,6 +181,7 @@ PREDICTION_LATENCY = Histogram(
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> int:
-    """Serve the registry over HTTP on ``host``:``port`` (0 picks a free one); returns the port."""
-    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
-    return int(server.server_port)
+    """Serve /metrics, /healthz and /readyz on ``host``:``port`` (0: a free one); the port."""
+    from services.core.health import serve
+
+    return serve(REGISTRY, port, host)

@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from services.core import metrics
 from services.core.exceptions import DeliveryError, EddyError
+from services.core.health import HEALTH
 from services.core.kafka import make_consumer, make_producer
 from services.core.settings import Settings
 from services.core.stream import (
@@ -147,10 +148,12 @@ class StreamProcessor:
             self.producer.init_transactions(30)
 
         def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            HEALTH.assigned += len(partitions)
             if on_assign is not None:
                 consumer.assign(on_assign(partitions))
 
         def revoked(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            HEALTH.assigned = max(HEALTH.assigned - len(partitions), 0)
             self.settle_all()  # commit what was handled while the partitions are still ours
 
         self.consumer.subscribe(list(self.handlers), on_assign=assigned, on_revoke=revoked)
@@ -159,6 +162,7 @@ class StreamProcessor:
         try:
             while not self.stop.is_set():
                 messages = self._next_batch()
+                HEALTH.beat(len(messages))
                 if messages:
                     self.process(messages)
                 else:
@@ -178,11 +182,14 @@ class StreamProcessor:
             topics = json.loads(raw).get("topics", {})
         except ValueError:
             return
+        waiting = 0
         for topic, entry in topics.items():
             for partition, stats in entry.get("partitions", {}).items():
                 lag = stats.get("consumer_lag", -1)
                 if partition != "-1" and lag >= 0:
                     metrics.CONSUMER_LAG.labels(self.service, topic, partition).set(lag)
+                    waiting += lag
+        HEALTH.lag = waiting
 
     def _next_batch(self) -> list[Message]:
         """Whatever is already fetched, up to a batch; else wait for the first message only.

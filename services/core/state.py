@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
@@ -19,6 +20,7 @@ from redis.retry import Retry
 
 from services.core import metrics
 from services.core.exceptions import ConfigurationError, StackError
+from services.core.health import HEALTH
 from services.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,13 @@ RETRY_CAP_S = 2.0
 WARN_EVERY = 30
 
 
+@dataclass
+class _Outage:
+    """Since when the client has found Redis away (None: it answers)."""
+
+    since: float | None = None
+
+
 class PatientRetry(Retry):
     """Tries a Redis call again, with growing pauses, until Redis answers or the service stops.
 
@@ -41,17 +50,20 @@ class PatientRetry(Retry):
     idempotent: they are replayed after a crash anyway (DESIGN.md, delivery).
     """
 
-    def __init__(self, service: str, should_stop: Callable[[], bool]) -> None:
+    def __init__(
+        self, service: str, should_stop: Callable[[], bool], outage: _Outage | None = None
+    ) -> None:
         super().__init__(ExponentialBackoff(cap=RETRY_CAP_S, base=0.05), retries=-1)
         self.service = service
         self.should_stop = should_stop
         self.up = metrics.DEPENDENCY_UP.labels(service, "redis")
         self.retries = metrics.DEPENDENCY_RETRIES.labels(service, "redis")
-        self.down_since: float | None = None
+        #: shared by every connection's copy: Redis is away for the client, not a connection
+        self.outage = outage or _Outage()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PatientRetry:
-        """A copy for one connection (redis-py copies it): the same service and stop signal."""
-        return PatientRetry(self.service, self.should_stop)
+        """A copy for one connection (redis-py copies it): the same service, signal, outage."""
+        return PatientRetry(self.service, self.should_stop, self.outage)
 
     def call_with_retry(
         self,
@@ -65,9 +77,10 @@ class PatientRetry(Retry):
         def failed(error: Exception, failures: int) -> None:
             fail(error, failures) if with_failure_count else fail(error)
             self.retries.inc()
-            if self.down_since is None:
-                self.down_since = time.monotonic()
+            if self.outage.since is None:
+                self.outage.since = time.monotonic()
                 self.up.set(0)
+                HEALTH.waiting_for.add("redis")
             if failures == 1 or failures % WARN_EVERY == 0:
                 log.warning(
                     "Redis unreachable, trying again",
@@ -80,16 +93,17 @@ class PatientRetry(Retry):
                 ) from error
 
         result = super().call_with_retry(do, failed, is_retryable, with_failure_count=True)
-        if self.down_since is not None:
+        if self.outage.since is not None:
             log.info(
                 "Redis answers again",
                 extra={
                     "service": self.service,
-                    "seconds_away": round(time.monotonic() - self.down_since, 1),
+                    "seconds_away": round(time.monotonic() - self.outage.since, 1),
                 },
             )
-            self.down_since = None
+            self.outage.since = None
             self.up.set(1)
+            HEALTH.waiting_for.discard("redis")
         return result
 
 

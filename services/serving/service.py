@@ -12,6 +12,7 @@ from schemas import FeatureEvent, PredictionReply, PredictionRequest
 from schemas.predictions import prediction_json
 from services.core import metrics
 from services.core.feature_schema import FeatureSchema, check_features
+from services.core.health import HEALTH
 from services.core.rejection import Rejection
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
@@ -130,6 +131,8 @@ def run(settings: Settings | None = None) -> None:
     """Entry point: load the champion, then serve until SIGTERM or SIGINT."""
     runtime = bootstrap(SERVICE, settings)
     watcher = ModelWatcher(runtime.settings, SERVICE)
+    HEALTH.checks["model"] = lambda: "" if watcher.champion else "no model version loaded yet"
+    HEALTH.waiting_for.add("a model version")  # live meanwhile: a restart would not bring one
     watcher.start()
     try:
         if watcher.champion is None:
@@ -137,6 +140,7 @@ def run(settings: Settings | None = None) -> None:
         while not watcher.ready.wait(0.5):
             if runtime.stop.is_set():
                 return
+        HEALTH.waiting_for.discard("a model version")
         transactional_id = None
         if runtime.settings.serving.transactional:
             transactional_id = f"{runtime.topics.group(SERVICE)}-{runtime.settings.model_name}"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import secrets
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +25,22 @@ from tests.integration.support import (
     TopicReader,
     metric_value,
     phishing_events,
+    poll_until,
     produce,
     publish_model,
     wait_for_metric,
 )
 
 HALF = 300
+
+
+def _probe(port: int, path: str) -> tuple[int, str]:
+    """The status and body of a service's health endpoint."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as page:
+            return page.status, page.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 @pytest.fixture
@@ -82,12 +94,24 @@ def test_redis_killed_and_restarted_mid_stream_no_service_exits_and_its_state_is
         waiting = [
             name for name, port in ports.items() if metric_value(port, "eddy_dependency_up") == 0
         ]
+        probes = {
+            name: (_probe(port, "/healthz"), _probe(port, "/readyz"))
+            for name, port in ports.items()
+        }
         own_stack.restart_redis()
 
         out = predictions.read_until(lambda items: len({p.event_id for p in items}) >= 2 * HALF)
         assert {p.event_id for p in out} == {e.event_id for e in events}
         assert all(s.running for s in services), "\n".join(s.log_tail() for s in services)
         assert waiting, "no service noticed that Redis was away: nothing was tested"
+        for name in waiting:  # live (a restart would not bring Redis back), not ready
+            (live, _), (ready, body) = probes[name]
+            assert (live, ready) == (200, 503) and "waiting for redis" in body, (name, body)
+        ready = poll_until(
+            lambda: all(_probe(port, "/readyz")[0] == 200 for port in ports.values()) or None,
+            timeout_s=30,
+        )
+        assert ready, {name: _probe(port, "/readyz") for name, port in ports.items()}
 
         # pending predictions from before the crash are still there to join
         labels = [Label(event_id=e.event_id, label=i % 2 == 0) for i, e in enumerate(events)]
