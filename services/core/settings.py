@@ -184,6 +184,13 @@ class TrainingSettings(_Group):
         description="Also publish when this long has passed since the last version and "
         "something was learned (0: by examples only).",
     )
+    min_version_gap_s: float = Field(
+        0.25,
+        ge=0,
+        description="Scheduled versions at most this often: each costs training about 9 ms "
+        "(signing, the artifact, the race saved), so at thousands of examples a second a version "
+        "every few dozen examples would be most of its work (0: no limit).",
+    )
     first_interval: int = Field(
         10,
         ge=0,

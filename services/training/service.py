@@ -249,7 +249,7 @@ class Trainer:
                 switch = choose(race, self.rule)
                 if switch is not None:
                     self.switch_to(switch)
-            if race.since_publish.count >= self._interval() * (1 + self.unpublished):
+            if self._scheduled_due():
                 self.publish("scheduled", description=f"after {self._interval()} examples")
         if (
             rules.publish_interval_s > 0
@@ -290,13 +290,26 @@ class Trainer:
             )
         return examples
 
+    def _gap_passed(self) -> bool:
+        """True once ``min_version_gap_s`` has passed since the last version."""
+        gap = self.settings.training.min_version_gap_s
+        return gap <= 0 or time.monotonic() - self.last_published >= gap
+
+    def _scheduled_due(self) -> bool:
+        """A scheduled version is due: enough examples, and not too soon after the last."""
+        enough = self.race.since_publish.count >= self._interval() * (1 + self.unpublished)
+        return enough and self._gap_passed()
+
     def _until_due(self) -> int:
-        """Examples until the next drift reaction, selection check or scheduled version."""
+        """Examples until the next drift reaction, selection check or scheduled version.
+
+        A version held back by ``min_version_gap_s`` does not cut the batch: it is published
+        after the run that ends once the gap has passed.
+        """
         race, rules = self.race, self.settings.training
-        until = [
-            rules.selection_every - race.examples % rules.selection_every,
-            self._interval() * (1 + self.unpublished) - race.since_publish.count,
-        ]
+        until = [rules.selection_every - race.examples % rules.selection_every]
+        if self._gap_passed():
+            until.append(self._interval() * (1 + self.unpublished) - race.since_publish.count)
         if self.awaiting.waiting:
             until.append(self.awaiting.next_due())
         return max(min(until), 1)
