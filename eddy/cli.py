@@ -142,18 +142,71 @@ def run_service(service: str) -> None:
     help="Port to listen on (0: any free one).",
 )
 def label_ui(host: str, port: int) -> None:
-    """Serve the page where people answer the model's label requests (labeling.tasks)."""
-    from services.labeling.ui import serve
+    """Serve the page where people answer the model's label requests (labeling.tasks).
 
-    server = serve(_settings(), host, port)
-    click.echo(f"label requests on http://{host}:{server.server_port}/ (Ctrl-C stops)")
+    People sign in as a labeller (`eddy labellers add NAME`); each answer becomes a label with
+    their name. Behind TLS set EDDY_LABELING__UI_SECURE_COOKIES=true.
+    """
+    from services.core.metrics import serve_metrics
+    from services.core.stream import StopSignal
+    from services.labeling.web import LabelServer
+
+    settings = _settings()
+    server = LabelServer(settings, host, port)
+    stop = StopSignal().install()
+    server.start()
+    metrics_port = serve_metrics(settings.metrics_port, settings.metrics_host)
+    click.echo(
+        f"label requests on http://{host}:{server.port}/ "
+        f"(metrics on {settings.metrics_host}:{metrics_port}; Ctrl-C stops)"
+    )
+    while not stop.event.wait(1.0):
+        pass
+    server.stop()
+    click.echo("stopped")
+
+
+@main.group()
+def labellers() -> None:
+    """The people who may sign in to the label page."""
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        raise click.ClickException("a password of at least 8 characters, please")
+    return password
+
+
+@labellers.command("add")
+@click.argument("name")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (scripts)."
+)
+def labellers_add(name: str, password_stdin: bool) -> None:
+    """Let NAME sign in to the label page (asks for a password; adding again replaces it)."""
+    from services.labeling.labellers import add_to_file
+
+    path = _settings().labeling.ui_users_file
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        click.echo("stopping")
-    finally:
-        server.server_close()
-        server.board.stop()  # type: ignore[attr-defined]
+        replaced = add_to_file(path, name, _read_password(password_stdin))
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{'replaced' if replaced else 'added'} {name} in {path}")
+
+
+@labellers.command("hash")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (scripts)."
+)
+def labellers_hash(password_stdin: bool) -> None:
+    """Print a password's hash, for EDDY_LABELING__UI_USERS or a users file of your own."""
+    from services.labeling.labellers import hash_password
+
+    click.echo(hash_password(_read_password(password_stdin)))
 
 
 @main.group()
@@ -174,7 +227,8 @@ def stack_up() -> None:
     from services.core.stream import StopSignal
 
     settings = _settings()
-    with EmbeddedStack() as embedded:
+    password = settings.redis_password.get_secret_value()
+    with EmbeddedStack(redis_password=password) as embedded:
         on_the_stack = {
             "kafka_bootstrap": embedded.kafka_bootstrap,
             "kafka": tuned_for_embedded(settings.kafka),
@@ -183,6 +237,8 @@ def stack_up() -> None:
         click.echo("embedded stack running; in another shell:")
         for name, value in embedded.env().items():
             click.echo(f"  export {name}={value}")
+        if password:
+            click.echo("  (Redis asks for a password: export EDDY_REDIS_PASSWORD there too)")
         click.echo("press Ctrl-C to stop it")
         # Ctrl-C and SIGTERM both stop the servers cleanly; the handlers are set explicitly, as
         # a process started with SIGINT ignored (a background job of a script) keeps ignoring it

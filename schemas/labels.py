@@ -15,6 +15,9 @@ class Label(Payload):
     event_id: Identifier
     label: Target
     source: str = Field("system", max_length=100, description="Who gave it: a system or a person.")
+    labeller: Identifier | None = Field(
+        None, description="The person who answered, for labels given on the label page."
+    )
     ts: datetime = Field(default_factory=utc_now)
 
 

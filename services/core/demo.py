@@ -423,7 +423,12 @@ def loop_environment(settings: Settings, echo: Echo, model_name: str) -> Iterato
             echo("signing key: a random one for this run (set EDDY_SIGNING_KEY to choose)")
         if settings.is_embedded:
             echo("starting the embedded broker (tansu) and Redis (valkey-server)...")
-            stack = cleanup.enter_context(EmbeddedStack(workdir=workdir / "stack"))
+            stack = cleanup.enter_context(
+                EmbeddedStack(
+                    workdir=workdir / "stack",
+                    redis_password=settings.redis_password.get_secret_value(),
+                )
+            )
             overrides.update(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
             overrides["kafka"] = tuned_for_embedded(settings.kafka)
             echo(f"  broker {stack.kafka_bootstrap}, redis {stack.redis_url}")

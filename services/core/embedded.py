@@ -186,10 +186,10 @@ def _kafka_answers(bootstrap: str) -> bool:
     return True
 
 
-def _redis_answers(url: str) -> bool:
+def _redis_answers(url: str, password: str = "") -> bool:
     import redis
 
-    with redis.Redis.from_url(url, socket_timeout=1.0) as client:
+    with redis.Redis.from_url(url, socket_timeout=1.0, password=password or None) as client:
         return bool(client.ping())
 
 
@@ -200,6 +200,8 @@ class EmbeddedStack:
     workdir: Path | None = None
     kafka_bootstrap: str = ""
     redis_url: str = ""
+    #: when set, Redis refuses clients without it (from a 0600 config file, not the command line)
+    redis_password: str = field(default="", repr=False)
     #: each server's process by name, the broker first ("broker", "redis")
     _names: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _tempdir: tempfile.TemporaryDirectory[str] | None = None
@@ -249,6 +251,7 @@ class EmbeddedStack:
         process = spawn_child(
             [
                 valkey_binary(),
+                *self._redis_config(),
                 "--port",
                 str(port),
                 "--bind",
@@ -266,8 +269,25 @@ class EmbeddedStack:
         )
         self._put("redis", process)
         url = f"redis://127.0.0.1:{port}/0"
-        _wait_until(lambda: _redis_answers(url), process, "the embedded Redis (valkey-server)", log)
+        _wait_until(
+            lambda: _redis_answers(url, self.redis_password),
+            process,
+            "the embedded Redis (valkey-server)",
+            log,
+        )
         self.redis_url = url
+
+    def _redis_config(self) -> list[str]:
+        """A config file holding the password, so that no ``ps`` shows it; none without one."""
+        if not self.redis_password:
+            return []
+        if any(c in self.redis_password for c in "\r\n\"'\\ "):
+            raise StackError("the embedded Redis password may not hold spaces, quotes or newlines")
+        path = self.workdir / "valkey.conf"  # type: ignore[operator]
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(f"requirepass {self.redis_password}\n")
+        return [str(path)]
 
     def _put(self, name: str, process: subprocess.Popen[bytes]) -> None:
         """Keep ``process`` as the server ``name`` (in place of one that ended)."""
@@ -315,7 +335,7 @@ class EmbeddedStack:
             "EDDY_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "EDDY_REDIS_URL": self.redis_url,
             **tuning,
-        }
+        }  # not the Redis password: the caller has it, and this is printed
 
     def __enter__(self) -> EmbeddedStack:
         return self.start()

@@ -26,7 +26,11 @@ def _common(settings: Settings) -> dict[str, Any]:
         raise ConfigurationError(
             "EDDY_KAFKA_BOOTSTRAP is not set: point it at a Kafka cluster or run `eddy stack up`"
         )
-    return {"bootstrap.servers": settings.kafka_bootstrap, **settings.kafka.extra}
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        **settings.kafka.security_config(),
+        **settings.kafka.extra,
+    }
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:

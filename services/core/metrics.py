@@ -47,6 +47,18 @@ DEPENDENCY_RETRIES = Counter(
     ["service", "dependency"],
     registry=REGISTRY,
 )
+LABEL_ANSWERS = Counter(
+    "eddy_label_answers_total",
+    "Answers given on the label page, by labeller (at most 500 names; the rest are 'other').",
+    ["labeller"],
+    registry=REGISTRY,
+)
+LABEL_SIGNINS = Counter(
+    "eddy_label_signins_total",
+    "Sign-in attempts on the label page: ok, refused (wrong name or password) or limited.",
+    ["outcome"],
+    registry=REGISTRY,
+)
 BATCH_SECONDS = Histogram(
     "eddy_batch_processing_seconds",
     "Time to handle one consumed batch, from decode to its outputs handed to the producer.",

@@ -61,10 +61,58 @@ class KafkaSettings(_Group):
         description="Partitions of every topic Eddy creates (unset: as declared in "
         "infra/topics.toml; the embedded stack uses 1).",
     )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How clients talk to the brokers: TLS (SSL), SASL, both, neither."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism, with a SASL security protocol."
+    )
+    sasl_username: str = Field("", max_length=256, description="SASL user name.")
+    sasl_password: SecretStr = Field(
+        SecretStr(""), description="SASL password (also EDDY_KAFKA__SASL_PASSWORD_FILE)."
+    )
+    ssl_ca_location: Path | None = Field(
+        None, description="CA certificate(s) that signed the brokers' (unset: the system's)."
+    )
+    ssl_certificate_location: Path | None = Field(
+        None, description="Client certificate, where the brokers authenticate clients by TLS."
+    )
+    ssl_key_location: Path | None = Field(None, description="The client certificate's key.")
+    ssl_key_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of the client key, if any (also EDDY_KAFKA__SSL_KEY_PASSWORD_FILE).",
+    )
     extra: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra librdkafka settings for every client (security, SASL, TLS), as JSON.",
+        description="Extra librdkafka settings for every client, as JSON (they win over the "
+        "settings above).",
     )
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_username and self.sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs EDDY_KAFKA__SASL_USERNAME and "
+                "EDDY_KAFKA__SASL_PASSWORD (or EDDY_KAFKA__SASL_PASSWORD_FILE)"
+            )
+        return self
+
+    def security_config(self) -> dict[str, str]:
+        """The librdkafka properties of the security settings (only those that are set)."""
+        config = {"security.protocol": self.security_protocol.lower()}
+        if self.security_protocol.startswith("SASL"):
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        for name in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
+            path = getattr(self, name)
+            if path is not None:
+                config[name.replace("_", ".")] = str(path)
+        if self.ssl_key_password.get_secret_value():
+            config["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        return config
 
 
 class IngestSettings(_Group):
@@ -124,6 +172,32 @@ class LabelingSettings(_Group):
         100,
         ge=0,
         description="How long labeling's fetches wait for data to pile up (bigger batches; 0: off)",
+    )
+    ui_users_file: Path = Field(
+        DEFAULT_HOME / "labellers",
+        description="Who may sign in to the label page: `name:scrypt-hash` lines, written by "
+        "`eddy labellers add NAME`.",
+    )
+    ui_users: dict[str, str] = Field(
+        default_factory=dict,
+        description="More label-page users as JSON, name to hash (from `eddy labellers hash`).",
+    )
+    ui_trusted_user_header: str = Field(
+        "",
+        max_length=100,
+        description="Behind a reverse proxy that signs people in: the header naming the user "
+        "(X-Forwarded-User, say). Only set it when nothing but the proxy reaches the page.",
+    )
+    ui_session_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key that signs the label page's session cookies (unset: a new random key "
+        "each start, which signs everyone out).",
+    )
+    ui_answers_per_minute: int = Field(
+        120, ge=1, description="Answers one labeller may send a minute (bursts up to as many)."
+    )
+    ui_secure_cookies: bool = Field(
+        False, description="Send the session cookie over HTTPS only (set it behind TLS)."
     )
 
 
@@ -323,6 +397,18 @@ class MonitoringSettings(_Group):
     )
 
 
+#: Secrets that may also come from a file named by ``EDDY_<NAME>_FILE``: (group, field).
+SECRET_FIELDS = (
+    ("", "signing_key"),
+    ("", "signing_private_key"),
+    ("", "pii_key"),
+    ("", "redis_password"),
+    ("kafka", "sasl_password"),
+    ("kafka", "ssl_key_password"),
+    ("labeling", "ui_session_key"),
+)
+
+
 class Settings(BaseSettings):
     """Everything a process needs to know about its environment."""
 
@@ -334,7 +420,19 @@ class Settings(BaseSettings):
         None, description="Kafka bootstrap servers; unset means start the embedded broker."
     )
     redis_url: str | None = Field(
-        None, description="Redis URL; unset means start the embedded Redis-protocol server."
+        None,
+        description="Redis URL (rediss:// for TLS); unset means start the embedded "
+        "Redis-protocol server.",
+    )
+    redis_username: str = Field(
+        "", max_length=256, description="Redis ACL user (unset: the default user)."
+    )
+    redis_password: SecretStr = Field(
+        SecretStr(""),
+        description="Redis password, kept out of the URL (also EDDY_REDIS_PASSWORD_FILE).",
+    )
+    redis_tls_ca: Path | None = Field(
+        None, description="CA certificate that signed the Redis server's, for rediss:// URLs."
     )
     topic_prefix: str = Field(
         "", description="Prepended to every topic and consumer group (isolates tenants, tests)."
@@ -394,17 +492,29 @@ class Settings(BaseSettings):
         """``EDDY_<SECRET>_FILE`` names a file that holds the secret (Docker, Kubernetes)."""
         if not isinstance(data, dict):
             return data
-        for name in ("signing_key", "signing_private_key", "pii_key"):
-            path = os.environ.get(f"EDDY_{name.upper()}_FILE")
-            if path and not data.get(name):
-                try:
-                    data = {**data, name: Path(path).read_text().strip()}
-                except OSError as error:
-                    from services.core.exceptions import ConfigurationError
+        for group, name in SECRET_FIELDS:
+            variable = f"EDDY_{group.upper()}__{name.upper()}" if group else f"EDDY_{name.upper()}"
+            if group and isinstance(data.get(group), dict):  # the env reader's view of _FILE
+                data = {
+                    **data,
+                    group: {k: v for k, v in data[group].items() if k != f"{name}_file"},
+                }
+            path = os.environ.get(f"{variable}_FILE")
+            if not path:
+                continue
+            try:
+                secret = Path(path).read_text().strip()
+            except OSError as error:
+                from services.core.exceptions import ConfigurationError
 
-                    raise ConfigurationError(
-                        f"EDDY_{name.upper()}_FILE={path}: cannot read it ({error.strerror})"
-                    ) from None
+                raise ConfigurationError(
+                    f"{variable}_FILE={path}: cannot read it ({error.strerror})"
+                ) from None
+            if not group:
+                data = {**data, name: data.get(name) or secret}
+            elif isinstance(data.get(group, {}), dict):
+                values = data.get(group, {})
+                data = {**data, group: {**values, name: values.get(name) or secret}}
         return data
 
     @property

@@ -120,8 +120,11 @@ def connect_redis(
         raise ConfigurationError(
             "EDDY_REDIS_URL is not set: point it at a Redis server or run `eddy stack up`"
         )
+    credentials = redis_credentials(settings)
     if should_stop is None:
-        return redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+        return redis.Redis.from_url(
+            settings.redis_url, socket_timeout=10, health_check_interval=30, **credentials
+        )
     metrics.DEPENDENCY_UP.labels(service, "redis").set(1)
     return redis.Redis.from_url(
         settings.redis_url,
@@ -130,7 +133,20 @@ def connect_redis(
         health_check_interval=30,
         retry=PatientRetry(service, should_stop),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        **credentials,
     )
+
+
+def redis_credentials(settings: Settings) -> dict[str, Any]:
+    """The Redis client options of the credential settings (a password in the URL still works)."""
+    options: dict[str, Any] = {}
+    if settings.redis_password.get_secret_value():
+        options["password"] = settings.redis_password.get_secret_value()
+        if settings.redis_username:
+            options["username"] = settings.redis_username
+    if settings.redis_tls_ca is not None and (settings.redis_url or "").startswith("rediss://"):
+        options["ssl_ca_certs"] = str(settings.redis_tls_ca)
+    return options
 
 
 def leaderboard_key(prefix: str, model_name: str) -> str:

@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, SecretStr
+
 from services.core.embedded import spawn_child, stop_child
 from services.core.settings import Settings
 
@@ -84,6 +86,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         "EDDY_SIGNING_KEY": settings.signing_key.get_secret_value(),
         "EDDY_SIGNING_PRIVATE_KEY": settings.signing_private_key.get_secret_value(),
         "EDDY_PII_KEY": settings.pii_key.get_secret_value(),
+        "EDDY_REDIS_USERNAME": settings.redis_username,
+        "EDDY_REDIS_PASSWORD": settings.redis_password.get_secret_value(),
         "EDDY_TRUSTED_KEYS": json.dumps(settings.trusted_keys),
         "EDDY_REVOKED_KEYS": json.dumps(settings.revoked_keys),
         "EDDY_REGISTRY_DIR": str(settings.registry_dir),
@@ -91,6 +95,17 @@ def service_env(settings: Settings) -> dict[str, str]:
         "EDDY_METRICS_HOST": settings.metrics_host,
         "EDDY_LOG_LEVEL": settings.log_level,
     }
+    if settings.redis_tls_ca is not None:
+        env["EDDY_REDIS_TLS_CA"] = str(settings.redis_tls_ca)
     for group in SETTINGS_GROUPS:  # nested groups travel as JSON; EDDY_GROUP__FIELD still wins
-        env[f"EDDY_{group.upper()}"] = getattr(settings, group).model_dump_json()
+        env[f"EDDY_{group.upper()}"] = _group_json(getattr(settings, group))
     return env
+
+
+def _group_json(group: BaseModel) -> str:
+    """A settings group as JSON with its secrets in clear (JSON dumps show them as ****)."""
+    values = group.model_dump(mode="json")
+    for name, value in group:
+        if isinstance(value, SecretStr):
+            values[name] = value.get_secret_value()
+    return json.dumps(values)

@@ -15,8 +15,9 @@ from pydantic import BaseModel
 from schemas import FeatureEvent, ModelVersion, RawEvent
 from services.core import registry
 from services.core.datasets import default_classifier, stream
-from services.core.kafka import make_consumer, make_producer
+from services.core.kafka import end_offsets, make_consumer, make_producer
 from services.core.settings import Settings
+from services.core.state import connect_redis
 from services.core.supervisor import ServiceProcess
 from services.core.topics import TopicRole, Topics
 
@@ -124,6 +125,37 @@ class TopicReader:
     def close(self) -> None:
         """Close the consumer."""
         self.consumer.close()
+
+
+def everything_on_topics(settings: Settings, but: str = "") -> bytes:
+    """Every key and value on this test's topics but ``but``, to search for what must not be."""
+    consumer = make_consumer(settings, f"sweep-{uuid.uuid4().hex}")
+    found = b""
+    try:
+        topics = [
+            t
+            for t in consumer.list_topics(timeout=10).topics
+            if t.startswith(settings.topic_prefix) and t != but
+        ]
+        for topic in topics:
+            for end in end_offsets(consumer, topic):
+                if end.offset <= 0:
+                    continue
+                consumer.assign([TopicPartition(topic, end.partition, 0)])
+                while batch := consumer.consume(500, 2.0):
+                    found += b"\n".join((m.value() or b"") + (m.key() or b"") for m in batch)
+    finally:
+        consumer.close()
+    return found
+
+
+def everything_in_redis(settings: Settings) -> bytes:
+    """Every key, type and serialized value in Redis, to search for what must not be there."""
+    client = connect_redis(settings)
+    found = b""
+    for key in client.scan_iter(count=1000):
+        found += key + b"\n" + (client.type(key) or b"") + (client.dump(key) or b"") + b"\n"
+    return found
 
 
 def poll_until(check: Callable[[], T | None], timeout_s: float, every_s: float = 0.1) -> T | None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from eddy.cli import main
+from services.labeling.labellers import Labellers
 
 
 def refused(args: list[str]) -> str:
@@ -63,3 +66,31 @@ def test_a_prediction_call_refuses_features_that_are_not_an_object_of_values(
 
 def test_a_prediction_call_refuses_a_timeout_that_is_not_above_zero() -> None:
     assert "is not a finite number above 0" in refused(["predict", '{"a": 1}', "--timeout", "0"])
+
+
+def test_a_labeller_is_added_from_stdin_and_a_weak_password_or_unsafe_name_is_refused(
+    tmp_path: Path,
+) -> None:
+    env = {"EDDY_LABELING__UI_USERS_FILE": str(tmp_path / "labellers")}
+    runner = CliRunner()
+
+    def add(name: str, password: str) -> Result:
+        return runner.invoke(
+            main, ["labellers", "add", name, "--password-stdin"], password, env=env
+        )
+
+    added = add("ann", "a fine password\n")
+    short = add("bob", "short\n")
+    unsafe = add("<b>", "a fine password\n")
+
+    assert added.exit_code == 0 and f"added ann in {tmp_path / 'labellers'}" in added.output
+    assert short.exit_code == 1 and "at least 8 characters" in short.output
+    assert unsafe.exit_code == 1 and "letters, digits" in unsafe.output
+    assert Labellers.load(tmp_path / "labellers", {}).check("ann", "a fine password")
+
+
+def test_the_label_page_with_nobody_allowed_in_says_how_to_add_someone(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["label-ui"], env={"EDDY_LABELING__UI_USERS_FILE": str(tmp_path / "nobody")}
+    )
+    assert result.exit_code == 1 and "eddy labellers add NAME" in result.output

@@ -24,7 +24,7 @@ from services.core.rejection import Rejection
 from services.core.stream import Effects, decode
 from services.core.target import TargetSpec
 from services.ingest.validation import CleanEvent, validate_raw
-from services.labeling.ui import parse_answer
+from services.labeling.board import parse_answer
 from tests.unit.test_dead_letters import FakeMessage
 
 SCHEMA = FeatureSchema.load("phishing")

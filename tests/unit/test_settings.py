@@ -180,3 +180,66 @@ def test_an_unreadable_secret_file_is_an_error_naming_the_variable(
 
 def test_metrics_listen_on_this_machine_only_unless_told_otherwise() -> None:
     assert Settings().metrics_host == "127.0.0.1"
+
+
+def test_nested_secrets_can_come_from_files_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "sasl").write_text("sasl-secret\n")
+    (tmp_path / "redis").write_text("redis-secret\n")
+    monkeypatch.setenv("EDDY_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("EDDY_KAFKA__SASL_USERNAME", "eddy")
+    monkeypatch.setenv("EDDY_KAFKA__SASL_PASSWORD_FILE", str(tmp_path / "sasl"))
+    monkeypatch.setenv("EDDY_REDIS_PASSWORD_FILE", str(tmp_path / "redis"))
+
+    settings = Settings()
+
+    assert settings.kafka.sasl_password.get_secret_value() == "sasl-secret"
+    assert settings.redis_password.get_secret_value() == "redis-secret"
+    assert "secret" not in repr(settings) and "secret" not in settings.model_dump_json()
+
+
+def test_sasl_settings_become_librdkafka_properties_and_need_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EDDY_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(ValidationError, match="needs EDDY_KAFKA__SASL_USERNAME"):
+        Settings()
+
+    monkeypatch.setenv("EDDY_KAFKA__SASL_USERNAME", "eddy")
+    monkeypatch.setenv("EDDY_KAFKA__SASL_PASSWORD", "pw")
+    monkeypatch.setenv("EDDY_KAFKA__SSL_CA_LOCATION", "/etc/eddy/ca.pem")
+    monkeypatch.setenv("EDDY_KAFKA__EXTRA", '{"sasl.mechanism": "PLAIN"}')
+    settings = Settings(kafka_bootstrap="broker:9093")
+
+    from services.core.kafka import consumer_config, producer_config
+
+    for config in (producer_config(settings), consumer_config(settings, "g")):
+        assert config["security.protocol"] == "sasl_ssl"
+        assert (config["sasl.username"], config["sasl.password"]) == ("eddy", "pw")
+        assert config["ssl.ca.location"] == "/etc/eddy/ca.pem"
+        assert config["sasl.mechanism"] == "PLAIN", "EDDY_KAFKA__EXTRA wins"
+
+
+def test_child_processes_get_every_secret_including_nested_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.core.supervisor import service_env
+
+    monkeypatch.setenv("EDDY_KAFKA__SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("EDDY_KAFKA__SASL_USERNAME", "eddy")
+    monkeypatch.setenv("EDDY_KAFKA__SASL_PASSWORD", "kafka-pw")
+    monkeypatch.setenv("EDDY_REDIS_PASSWORD", "redis-pw")
+    monkeypatch.setenv("EDDY_LABELING__UI_SESSION_KEY", "cookie-key")
+    env = service_env(Settings())
+    for name in list(os.environ):
+        if name.startswith("EDDY_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    child = Settings()
+
+    assert child.kafka.sasl_password.get_secret_value() == "kafka-pw"
+    assert child.redis_password.get_secret_value() == "redis-pw"
+    assert child.labeling.ui_session_key.get_secret_value() == "cookie-key"
