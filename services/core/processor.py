@@ -64,6 +64,7 @@ class _InFlight:
     after_ack: list[Callable[[], None]]
     before_commit: list[Callable[[], None]]
     produced: Counter[str] = field(default_factory=Counter)
+    sent_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -75,6 +76,10 @@ class _Deferred:
     seconds: float
     #: the batch, by topic: handled again message by message if its effects fail
     batches: Mapping[str, Sequence[Message]]
+
+
+#: Seconds a stopping service waits for the broker to acknowledge its last batches.
+STOP_FLUSH_S = 5.0
 
 
 class StreamProcessor:
@@ -121,6 +126,7 @@ class StreamProcessor:
         self._commit_interval_s = settings.kafka.commit_interval_ms / 1000
         self._last_commit = time.monotonic()
         self._delivery_errors: list[KafkaError] = []
+        self._delivery_timeout_s = settings.kafka.delivery_timeout_s
         self._batch_seconds = metrics.BATCH_SECONDS.labels(service)
         self._after_batch: AfterBatch | None = None
         self._consumed = {t: metrics.MESSAGES_CONSUMED.labels(service, t) for t in handlers}
@@ -156,7 +162,20 @@ class StreamProcessor:
             HEALTH.assigned = max(HEALTH.assigned - len(partitions), 0)
             self.settle_all()  # commit what was handled while the partitions are still ours
 
-        self.consumer.subscribe(list(self.handlers), on_assign=assigned, on_revoke=revoked)
+        def lost(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            # no longer ours (a broker that restarted, a session that timed out): nothing may be
+            # committed for them; whoever gets them runs those batches again
+            HEALTH.assigned = max(HEALTH.assigned - len(partitions), 0)
+            gone = {(tp.topic, tp.partition) for tp in partitions}
+            self._settled = {k: v for k, v in self._settled.items() if k not in gone}
+            log.warning(
+                "partitions lost: their uncommitted batches run again where they are assigned",
+                extra={"service": self.service, "partitions": len(partitions)},
+            )
+
+        self.consumer.subscribe(
+            list(self.handlers), on_assign=assigned, on_revoke=revoked, on_lost=lost
+        )
         log.info("consuming", extra={"service": self.service, "topics": list(self.handlers)})
         last_tick = time.monotonic()
         try:
@@ -375,8 +394,13 @@ class StreamProcessor:
             produced[out.topic] += 1
 
     def _settle(self, block: bool) -> None:
-        """Settle acknowledged batches in order; with ``block``, until few enough are in flight."""
-        deadline = time.monotonic() + 60
+        """Settle acknowledged batches in order; with ``block``, until few enough are in flight.
+
+        A batch unacknowledged for ``delivery_timeout_s`` ends the service (``DeliveryError``):
+        a broker that restarted without its data leaves an idempotent producer unable to send
+        again, and waiting on would look alive while doing nothing. Nothing unacknowledged is
+        committed, so a restart runs those batches again.
+        """
         self.producer.poll(0)  # serves delivery callbacks
         while True:
             if self._delivery_errors:
@@ -388,13 +412,20 @@ class StreamProcessor:
                 self._complete(self._in_flight.popleft())
             if time.monotonic() - self._last_commit >= self._commit_interval_s:
                 self._commit_settled(asynchronous=True)
+            self._check_stalled()
             if not block or len(self._in_flight) <= self.max_in_flight - 1:
                 return
-            if time.monotonic() > deadline:
-                raise DeliveryError(
-                    "the broker acknowledged nothing for 60 s; offsets not committed"
-                )
             self.producer.poll(0.01)
+
+    def _check_stalled(self) -> None:
+        if self._in_flight:
+            waited = time.monotonic() - self._in_flight[0].sent_at
+            if waited > self._delivery_timeout_s:
+                raise DeliveryError(
+                    f"the broker acknowledged none of this service's messages for {waited:.0f} s "
+                    "(a broker restarted without its data leaves the producer unable to go on); "
+                    "stopping with nothing unacknowledged committed: start the service again"
+                )
 
     def _complete(self, batch: _InFlight) -> None:
         for effect in batch.after_ack:
@@ -421,14 +452,19 @@ class StreamProcessor:
         while self._unconfirmed:
             self._unconfirmed.popleft()()
 
-    def settle_all(self) -> None:
-        """Wait for every in-flight batch and commit it (before a revocation or a stop)."""
+    def settle_all(self, wait_s: float | None = None) -> None:
+        """Wait for every batch in flight (up to ``wait_s``) and commit it: a revocation, a stop."""
         self._finish_deferred()
         if self._in_flight:
-            self.producer.flush(60)
+            wait_s = self._delivery_timeout_s if wait_s is None else wait_s
+            self.producer.flush(wait_s)
             self._settle(block=False)
             if self._in_flight:
-                raise DeliveryError(f"{len(self._in_flight)} batches unacknowledged after 60 s")
+                self._commit_settled(asynchronous=False)  # what was acknowledged
+                raise DeliveryError(
+                    f"{len(self._in_flight)} batches unacknowledged after {wait_s:.0f} s: not "
+                    "committed, they run again at the next start"
+                )
         self._commit_settled(asynchronous=False)
 
     def _send_in_transaction(self, effects: Effects, commit: list[TopicPartition]) -> None:
@@ -444,10 +480,14 @@ class StreamProcessor:
         self._confirm()  # the offsets are committed already, with the transaction
 
     def close(self) -> None:
-        """Settle what is in flight, then leave the group (so partitions move at once)."""
+        """Settle what is in flight, then leave the group (so partitions move at once).
+
+        It waits at most ``STOP_FLUSH_S`` for the last acknowledgements, so a service ends
+        within its grace period whatever state the broker is in.
+        """
         try:
-            self.settle_all()
+            self.settle_all(STOP_FLUSH_S)
         finally:
             self.consumer.close()
-            self.producer.flush(10)
+            self.producer.flush(1.0)
             log.info("stopped", extra={"service": self.service, "batches": self.batches})

@@ -51,6 +51,12 @@ class KafkaSettings(_Group):
     batch_linger_ms: int = Field(
         1, ge=0, description="Producer batching delay of the service loop (whole batches)."
     )
+    delivery_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="A service whose oldest batch is unacknowledged this long exits (code 1) "
+        "to be started again, instead of waiting on a broker that lost its data.",
+    )
     max_message_bytes: int = Field(
         1_000_000, ge=1024, description="Largest message a service produces or fetches."
     )

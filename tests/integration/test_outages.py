@@ -131,3 +131,66 @@ def test_redis_killed_and_restarted_mid_stream_no_service_exits_and_its_state_is
             reader.close()
         for service in reversed(services):
             service.stop()
+
+
+def test_broker_restarted_empty_no_service_hangs_and_a_restart_of_the_services_recovers(
+    own_stack: EmbeddedStack, own_settings: Settings, tmp_path: Path
+) -> None:
+    kafka = own_settings.kafka.model_copy(update={"delivery_timeout_s": 8.0})
+    settings = own_settings.model_copy(update={"kafka": kafka})
+    publish_model(settings)
+    names = ("ingest", "serving", "labeling")
+
+    def start(round_: int) -> list[ServiceProcess]:
+        env = service_env(settings)
+        return [
+            ServiceProcess(name, env, tmp_path / f"{name}-{round_}.log").start() for name in names
+        ]
+
+    first = start(1)
+    events = phishing_events(3 * HALF)
+    raw = [(e.entity_id.encode(), e.model_dump_json().encode()) for e in events]
+    try:
+        produce(settings, "raw", raw[:HALF])
+        before = TopicReader(settings, "predictions", Prediction)
+        before.read_until(lambda items: len(items) >= HALF, 120)
+        before.close()
+
+        own_stack.restart_broker()  # in memory only: every topic, offset and message is gone
+        create_topics(settings)
+        publish_model(settings)
+        produce(settings, "raw", raw[HALF : 2 * HALF])
+        poll_until(lambda: not all(s.running for s in first) or None, 4 * kafka.delivery_timeout_s)
+        time.sleep(2)
+        ended = {s.name: s.process.returncode for s in first if s.process and not s.running}
+        stop_times = {}
+        for service in first:
+            started = time.monotonic()
+            service.stop()
+            stop_times[service.name] = time.monotonic() - started
+    finally:
+        for service in first:
+            service.stop()
+
+    logs = {s.name: s.log_path.read_text(errors="replace") for s in first}
+    for name, code in ended.items():
+        assert code == 1 and "acknowledged none of this service's messages" in logs[name], logs[
+            name
+        ]
+    assert ended, f"no service noticed that the broker lost its data: {logs}"
+    assert all(seconds < 9 for seconds in stop_times.values()), stop_times  # inside the grace
+
+    second = start(2)
+    after = TopicReader(settings, "predictions", Prediction)
+    try:
+        produce(settings, "raw", raw[2 * HALF :])
+        wanted = {e.event_id for e in events[HALF:]}
+        out = after.read_until(lambda items: wanted <= {p.event_id for p in items}, 120)
+        assert wanted <= {p.event_id for p in out}, (
+            f"missing {len(wanted - {p.event_id for p in out})}"
+        )
+        assert all(s.running for s in second), "\n".join(s.log_tail() for s in second)
+    finally:
+        after.close()
+        for service in reversed(second):
+            service.stop()
