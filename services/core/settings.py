@@ -264,12 +264,13 @@ class TrainingSettings(_Group):
         description="Also publish when this long has passed since the last version and "
         "something was learned (0: by examples only).",
     )
-    min_version_gap_s: float = Field(
-        0.25,
-        ge=0,
-        description="Scheduled versions at most this often: each costs training about 9 ms "
-        "(signing, the artifact, the race saved), so at thousands of examples a second a version "
-        "every few dozen examples would be most of its work (0: no limit).",
+    version_time_share: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Share of training's time scheduled versions may take (each costs about "
+        "9 ms: signing, the artifact, the race saved); within it they come on schedule, beyond "
+        "it they wait (1: no limit).",
     )
     first_interval: int = Field(
         10,

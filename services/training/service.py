@@ -48,6 +48,7 @@ from services.core.settings import Settings, TrainingSettings
 from services.core.signing import Keyring
 from services.core.stream import BatchHandler, Effects, decode, reject
 from services.training.awaiting import AwaitingDrifts
+from services.training.budget import TimeBudget
 from services.training.leaderboard import Leaderboard
 from services.training.learner import Candidate, Example, Learned, Race, RemoteCandidate
 from services.training.processes import CandidateProcesses
@@ -160,6 +161,7 @@ class Trainer:
         for trigger in get_args(Trigger):
             metrics.VERSIONS_PUBLISHED.labels(SERVICE, self.model_name, trigger)
         self.last_published = time.monotonic()
+        self.version_budget = TimeBudget(settings.training.version_time_share)
         # one producer for the service's life: a new one waits ~0.5 s for its producer id
         self.announcer = make_producer(settings)
         if not history:
@@ -290,25 +292,20 @@ class Trainer:
             )
         return examples
 
-    def _gap_passed(self) -> bool:
-        """True once ``min_version_gap_s`` has passed since the last version."""
-        gap = self.settings.training.min_version_gap_s
-        return gap <= 0 or time.monotonic() - self.last_published >= gap
-
     def _scheduled_due(self) -> bool:
-        """A scheduled version is due: enough examples, and not too soon after the last."""
+        """A scheduled version is due: enough examples, and versions within their time share."""
         enough = self.race.since_publish.count >= self._interval() * (1 + self.unpublished)
-        return enough and self._gap_passed()
+        return enough and self.version_budget.allows()
 
     def _until_due(self) -> int:
         """Examples until the next drift reaction, selection check or scheduled version.
 
-        A version held back by ``min_version_gap_s`` does not cut the batch: it is published
-        after the run that ends once the gap has passed.
+        A version held back by its time share does not cut the batch: it is published after
+        the run that ends once the share allows it.
         """
         race, rules = self.race, self.settings.training
         until = [rules.selection_every - race.examples % rules.selection_every]
-        if self._gap_passed():
+        if self.version_budget.allows():
             until.append(self._interval() * (1 + self.unpublished) - race.since_publish.count)
         if self.awaiting.waiting:
             until.append(self.awaiting.next_due())
@@ -412,6 +409,16 @@ class Trainer:
         extra_metrics: dict[str, float] | None = None,
     ) -> ModelVersion | None:
         """Sign and announce the champion's model as the next version (None: it has none yet)."""
+        with self.version_budget.spending():
+            return self._publish(trigger, drift_event_id, description, extra_metrics)
+
+    def _publish(
+        self,
+        trigger: Trigger,
+        drift_event_id: str | None,
+        description: str,
+        extra_metrics: dict[str, float] | None,
+    ) -> ModelVersion | None:
         race = self.race
         leader = race.leader
         snapshot = (

@@ -63,7 +63,7 @@ def _env() -> dict[str, str]:
         "EDDY_TRAINING__VALIDATION_WINDOW": "100",
         "EDDY_TRAINING__PUBLISH_INTERVAL_S": "0",
         "EDDY_TRAINING__SMALL_MODEL_BYTES": "0",
-        "EDDY_TRAINING__MIN_VERSION_GAP_S": "0",
+        "EDDY_TRAINING__VERSION_TIME_SHARE": "1",
     }
 
 
