@@ -278,6 +278,12 @@ class StreamProcessor:
         exception), and the loop goes on: one message cannot stop a service or make it crash
         at the same offset after every restart. Eddy's own errors (a stop during an outage, a
         delivery failure) still end the service, as they are about the service, not a message.
+
+        The messages before the failing one were handled once already when the batch failed:
+        state a handler keeps in memory (a model that learned, a counter) may have seen them
+        twice. The outputs are not repeated (those of the failed attempt are dropped), and a
+        handler that must not double-count checks its inputs before it changes its state, as
+        training does with its labels.
         """
         try:
             return handler(batch)
