@@ -31,6 +31,7 @@ SCENARIOS = (
     "drift_reaction",
     "loop_capacity",
     "hostile_soak",
+    "faults",
 )
 
 

@@ -69,6 +69,8 @@ class Context:
     #: Process ids of the embedded broker and Redis a trial uses (empty on external servers).
     server_pids: dict[str, int] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    #: The embedded stack a trial runs on (None on configured servers): faults restart its servers.
+    stack: EmbeddedStack | None = None
     progress: Callable[[str], None] = print
 
     def settings(self, **updates: object) -> Settings:
@@ -112,10 +114,12 @@ class Context:
             if not self.redis_url:
                 self.redis_url = stack.redis_url
                 self.server_pids["redis"] = redis_pid
+            self.stack = stack
             try:
                 yield
             finally:
                 self.kafka_bootstrap, self.redis_url, self.server_pids = outer
+                self.stack = None
 
     @contextmanager
     def services(

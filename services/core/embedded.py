@@ -301,6 +301,13 @@ class EmbeddedStack:
         stop_child(old)
         self._start_redis(int(self.redis_url.rsplit(":", 1)[1].split("/")[0]))
 
+    def crash(self, name: str) -> None:
+        """SIGKILL the server ``name`` ("broker" or "redis"): a crash, for fault tests."""
+        process = self._names[name]
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
     def restart_broker(self) -> None:
         """Stop the broker if it runs, start it again on the same port: empty (see the docs)."""
         stop_child(self._names["broker"], _BROKER_STOP_S)

@@ -268,7 +268,7 @@ class TrainingSettings(_Group):
         0.1,
         gt=0,
         le=1,
-        description="Share of training's time scheduled versions may take (each costs about "
+        description="Share of a core scheduled versions may take, in CPU time (each costs about "
         "9 ms: signing, the artifact, the race saved); within it they come on schedule, beyond "
         "it they wait (1: no limit).",
     )

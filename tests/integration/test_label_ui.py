@@ -13,6 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from schemas import Label, LabelingTask
 from services.core import metrics
@@ -302,4 +305,29 @@ def test_a_client_that_sends_less_than_it_announced_is_cut_off_and_the_page_stil
     )
     received = raw_request(ann.base, head + b"event_id=")
     assert received.startswith(b"HTTP/1.1 408") and b"did not arrive" in received
+    assert ann.get("/")[0] == 200
+
+
+FORM_FIELDS = st.dictionaries(
+    st.sampled_from(["event_id", "label", "csrf", "name", "password", "x"]),
+    st.text(max_size=300) | st.sampled_from(["ev-7", "true", "<script>", "\x00", "%ff"]),
+    max_size=6,
+)
+
+
+@given(
+    path=st.sampled_from(["/label", "/signin", "/signout"]),
+    body=st.binary(max_size=600) | FORM_FIELDS.map(lambda f: urllib.parse.urlencode(f).encode()),
+)
+@hypothesis_settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_any_form_gets_an_answer_that_is_not_a_server_error(
+    ann: Browser, path: str, body: bytes
+) -> None:
+    """Without the session's token no form does anything: each is refused, none breaks the page."""
+    status, _text = ann.post(path, body)
+    assert 400 <= status < 500
     assert ann.get("/")[0] == 200

@@ -88,7 +88,7 @@ def test_redis_killed_and_restarted_mid_stream_no_service_exits_and_its_state_is
         predictions.read_until(lambda items: len({p.event_id for p in items}) >= HALF, 120)
         time.sleep(2)  # the append-only file is written every second
 
-        own_stack._names["redis"].kill()  # a crash: no chance to save anything more
+        own_stack.crash("redis")  # a crash: no chance to save anything more
         produce(settings, "raw", raw[HALF:])  # arrives while Redis is away
         time.sleep(4)
         waiting = [
