@@ -125,7 +125,6 @@ class LabelPage:
             waiting=self.board.waiting(),
             answered=self.answered[labeller],
             notice=request.session.pop("notice", ""),
-            error=request.session.pop("error", ""),
         )
         tasks = self.board.open_tasks(PAGE_SIZE)
         return _html(pages.board(tasks, view, self.board.target))
