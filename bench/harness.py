@@ -14,6 +14,7 @@ import secrets
 import statistics
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -335,3 +336,20 @@ def write_results(
 def scratch_dir() -> tempfile.TemporaryDirectory[str]:
     """A temporary directory for logs and registries of one bench run."""
     return tempfile.TemporaryDirectory(prefix="eddy-bench-")
+
+
+def scraped(port: int, name: str, label: str = "") -> float:
+    """The sum of a metric's samples on a service's /metrics page whose labels hold ``label``.
+
+    0 while the page does not answer (a service starting, or gone).
+    """
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            text = page.read().decode()
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + "{", name + " ")) and label in line
+    )

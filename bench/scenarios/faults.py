@@ -31,7 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.harness import Context, Figure
+from bench.harness import Context, Figure, scraped
 from services.core import registry
 from services.core.datasets import default_classifier, stream
 from services.core.embedded import free_port
@@ -88,19 +88,6 @@ class Counts:
         self._consumer.close()
 
 
-def _metric(port: int, name: str) -> float:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as page:
-            text = page.read().decode()
-    except OSError:
-        return -1.0
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
-    )
-
-
 class Loop:
     """The five services, each restartable, with a metrics port of its own."""
 
@@ -124,8 +111,8 @@ class Loop:
         return process
 
     def consumed(self, name: str) -> float:
-        """Messages ``name`` consumed since it started (-1 while its page does not answer)."""
-        return _metric(self.ports[name], "eddy_messages_consumed_total")
+        """Messages ``name`` consumed since it started (0 while its page does not answer)."""
+        return scraped(self.ports[name], "eddy_messages_consumed_total")
 
     def consuming_again(self, name: str, since: float, timeout_s: float = 60.0) -> float:
         """Seconds until ``name`` consumed more than ``since`` (the timeout if it never did)."""

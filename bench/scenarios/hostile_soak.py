@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.harness import Context, Figure
+from bench.harness import Context, Figure, scraped
 from schemas import Prediction
 from services.core import registry
 from services.core.datasets import default_classifier, stream
@@ -146,19 +146,6 @@ def _rss_mb(process: ServiceProcess) -> float:
     return 0.0
 
 
-def _metric(port: int, name: str, label: str = "") -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
-            text = page.read().decode()
-    except OSError:
-        return 0.0
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and label in line
-    )
-
-
 def _ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as page:
@@ -170,7 +157,7 @@ def _ready(port: int) -> bool:
 def _drained(port: int, sent: int, timeout_s: float) -> None:
     """Wait until ingest has consumed ``sent`` raw messages (or the time is up)."""
     deadline = time.monotonic() + timeout_s
-    while _metric(port, "eddy_messages_consumed_total", 'topic="') < sent:
+    while scraped(port, "eddy_messages_consumed_total", 'topic="') < sent:
         if time.monotonic() > deadline:
             return
         time.sleep(0.5)
@@ -247,7 +234,7 @@ def _soak(ctx: Context, count: int) -> list[Figure]:
         sent_s = time.monotonic() - started
         predicted = _predicted(settings, good, timeout_s=600)
         drained_s = time.monotonic() - started
-        rejected = _metric(ports["ingest"], "eddy_rejected_total")
+        rejected = scraped(ports["ingest"], "eddy_rejected_total")
         alive = [p for p in processes if p.running]
         after = {p.name: _rss_mb(p) for p in alive}
         warm = {name: (before[name], rss) for name, rss in halfway.items()}

@@ -68,3 +68,19 @@ def test_a_run_that_measured_some_services_footprints_keeps_the_others(tmp_path:
         ("peak RSS ingest", 60.0),
         ("peak RSS training", 170.0),
     ]
+
+
+def test_a_scraped_metric_sums_its_samples_with_the_label_and_nothing_else() -> None:
+    from bench.harness import scraped
+    from services.core import metrics
+    from services.core.embedded import free_port
+
+    port = metrics.serve_metrics(0)
+    before = scraped(port, "eddy_rejected_total", 'service="scrape-test"')
+    metrics.REJECTED.labels("scrape-test", "invalid_json").inc(2)
+    metrics.REJECTED.labels("scrape-test", "oversized").inc(3)
+    metrics.REJECTED.labels("other-service", "oversized").inc(7)
+
+    assert scraped(port, "eddy_rejected_total", 'service="scrape-test"') == before + 5
+    assert scraped(port, "eddy_rejected", 'service="scrape-test"') == 0, "whole names only"
+    assert scraped(free_port(), "eddy_rejected_total") == 0.0, "no page, nothing counted"
