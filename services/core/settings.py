@@ -154,6 +154,12 @@ class ServingSettings(_Group):
     transactional: bool = Field(
         False, description="Exactly-once output with Kafka transactions (else at-least-once)."
     )
+    compile: bool = Field(
+        True,
+        description="Serve River linear models (scaler + logistic, softmax or linear regression) "
+        "through their compiled ONNX graph, one call per batch, when every feature is a number; "
+        "off: River predicts event by event.",
+    )
 
 
 class LabelingSettings(_Group):

@@ -1,10 +1,20 @@
-"""A loaded model version behind one small interface: features in, prediction out."""
+"""A loaded model version behind one small interface: features in, predictions out.
+
+Predictions come a batch at a time where the model allows. A River linear model is served
+through its compiled ONNX graph when every feature it reads is a number
+(``services.core.onnx_compile``): one onnxruntime call per Kafka batch instead of one River call
+per event. The graph is checked against River on probe rows when it is loaded; any doubt, and
+River serves.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from river import base as river_base
@@ -16,14 +26,46 @@ from services.core.registry import load_verified
 from services.core.signing import Keyring
 
 Probabilities = dict[str, float] | None
+#: A prediction, and class probabilities where there are classes.
+Answer = tuple[Target | None, Probabilities]
+#: What runs a predictor's model.
+Runtime = Literal["river", "onnx"]
+log = logging.getLogger(__name__)
 
 
 class Predictor(Protocol):
     """What serving needs of a model, whatever runs it."""
 
-    def predict(self, features: Features) -> tuple[Target | None, Probabilities]:
-        """The prediction for one event, and class probabilities where there are classes."""
+    runtime: Runtime
+
+    def predict(self, features: Features) -> Answer:
+        """The prediction for one event."""
         ...
+
+    def predict_many(self, rows: Sequence[Features]) -> list[Answer]:
+        """The predictions for a batch of events, in order; raises if any row cannot be run."""
+        ...
+
+
+def answer_all(predictor: Predictor, rows: Sequence[Features]) -> list[Answer | Exception]:
+    """Every row's answer, in one call where the model allows; a row that fails is its error.
+
+    When the batch call fails (one row with a value the graph cannot take), the rows are run one
+    by one, so one bad row costs only its own prediction.
+    """
+    if not rows:
+        return []
+    try:
+        return list(predictor.predict_many(rows))
+    except Exception:  # found out row by row below
+        pass
+    answers: list[Answer | Exception] = []
+    for row in rows:
+        try:
+            answers.append(predictor.predict(row))
+        except Exception as exc:  # the caller dead-letters this row
+            answers.append(exc)
+    return answers
 
 
 @dataclass
@@ -31,11 +73,20 @@ class RiverPredictor:
     """A River estimator (or pipeline), in process."""
 
     model: Any
+    runtime: Runtime = "river"
 
     def __post_init__(self) -> None:
         self.is_classifier = isinstance(self.model, river_base.Classifier)
 
-    def predict(self, features: Features) -> tuple[Target | None, Probabilities]:
+    def predict_many(self, rows: Sequence[Features]) -> list[Answer]:
+        """One River call per row.
+
+        River's own batch methods go through pandas, which costs more than it saves at Kafka
+        batch sizes.
+        """
+        return [self.predict(row) for row in rows]
+
+    def predict(self, features: Features) -> Answer:
         """Most probable class with its distribution, or the regression value."""
         if not self.is_classifier:
             return self.model.predict_one(features), None
@@ -47,13 +98,23 @@ class RiverPredictor:
 
 
 class OnnxPredictor:
-    """A model compiled to ONNX, run by onnxruntime: a float vector in feature order.
+    """A model compiled to ONNX, run by onnxruntime: float rows in feature order.
 
-    The graph takes input ``features`` of shape [1, n] and returns ``probabilities`` of shape
-    [1, k] (the classes' order given at compile time) or ``value`` of shape [1, 1].
+    The graph takes input ``features`` of shape [N, n] and returns ``probabilities`` of shape
+    [N, k] (the classes' order given at compile time) or ``value`` of shape [N, 1]. A feature
+    an event lacks is ``missing``: NaN for Eddy's compiled graphs (which treat it as River
+    does), 0 for a user's graph.
     """
 
-    def __init__(self, data: bytes, feature_names: list[str], classes: list[Target] | None) -> None:
+    runtime: Runtime = "onnx"
+
+    def __init__(
+        self,
+        data: bytes,
+        feature_names: list[str],
+        classes: list[Target] | None,
+        missing: float = 0.0,
+    ) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -64,17 +125,27 @@ class OnnxPredictor:
         )
         self.feature_names = feature_names
         self.classes = classes
+        self.keys = [str(c) for c in classes] if classes else []
+        self.missing = missing
         self.output = "probabilities" if classes else "value"
 
-    def predict(self, features: Features) -> tuple[Target | None, Probabilities]:
+    def predict(self, features: Features) -> Answer:
         """Run the graph on one row."""
-        row = np.array([[float(features.get(n, 0.0)) for n in self.feature_names]], np.float32)
-        (out,) = self.session.run([self.output], {"features": row})
+        return self.predict_many([features])[0]
+
+    def predict_many(self, rows: Sequence[Features]) -> list[Answer]:
+        """Run the graph once on all rows."""
+        names, missing = self.feature_names, self.missing
+        matrix = np.array([[row.get(n, missing) for n in names] for row in rows], np.float32)
+        (out,) = self.session.run([self.output], {"features": matrix})
         if not self.classes:
-            return float(out[0][0]), None
-        proba = {str(c): float(p) for c, p in zip(self.classes, out[0], strict=True)}
-        best = int(np.argmax(out[0]))
-        return self.classes[best], proba
+            return [(value, None) for (value,) in out.tolist()]
+        classes, keys = self.classes, self.keys
+        best = np.argmax(out, axis=1).tolist()
+        return [
+            (classes[b], dict(zip(keys, p, strict=True)))
+            for b, p in zip(best, out.tolist(), strict=True)
+        ]
 
 
 @dataclass
@@ -85,16 +156,88 @@ class LoadedModel:
     predictor: Predictor
 
 
-def load_model(version: ModelVersion, keys: Keyring, root: Path) -> LoadedModel:
-    """Verify and load a version; ArtifactError if it must not or cannot be served."""
+def load_model(
+    version: ModelVersion, keys: Keyring, root: Path, compile_over: Sequence[str] | None = None
+) -> LoadedModel:
+    """Verify and load a version; ArtifactError if it must not or cannot be served.
+
+    ``compile_over``: the numeric features, in order, to compile a River model over (None: run
+    it in River).
+    """
     data, obj = load_verified(version, keys, root)
     if version.flavour == "river":
         if not hasattr(obj, "predict_one"):
             raise ArtifactError(f"{version.model_name} v{version.version}: not a River estimator")
-        return LoadedModel(version, RiverPredictor(obj))
+        river = RiverPredictor(obj)
+        if compile_over:
+            return LoadedModel(version, compiled(river, list(compile_over)) or river)
+        return LoadedModel(version, river)
     try:
         return LoadedModel(version, OnnxPredictor(data, version.feature_names, version.classes))
     except Exception as exc:
         raise ArtifactError(
             f"{version.model_name} v{version.version}: invalid ONNX: {exc}"
         ) from exc
+
+
+def compiled(river: RiverPredictor, names: list[str]) -> OnnxPredictor | None:
+    """``river``'s model as a checked ONNX graph over ``names``, or None where it has none.
+
+    The graph must give River's answers on probe rows (all zeros, all ones, and one with every
+    feature missing) within ``TOLERANCE``; a graph that does not is a compiler bug, logged, and
+    River serves.
+    """
+    from services.core.onnx_compile import TOLERANCE, NotCompilable, compile_river
+
+    model = river.model
+    classes: list[Target] | None = None
+    if river.is_classifier:
+        known = _known_classes(model)
+        if not known:
+            return None  # nothing learnt yet: River answers None, a graph has no classes
+        classes = known
+    try:
+        graph = compile_river(model, names, classes)
+    except NotCompilable as reason:
+        log.info("served in River, not compiled", extra={"reason": str(reason)})
+        return None
+    onnx = OnnxPredictor(graph, names, classes, missing=math.nan)
+    probes: list[Features] = [dict.fromkeys(names, 0.0), dict.fromkeys(names, 1.0), {}]
+    for probe, (label, proba) in zip(probes, onnx.predict_many(probes), strict=True):
+        expected, expected_proba = river.predict(probe)
+        if not _close(label, proba, expected, expected_proba, TOLERANCE):
+            log.error(
+                "compiled graph disagrees with River on a probe row: served in River",
+                extra={"river": [expected, expected_proba], "onnx": [label, proba]},
+            )
+            return None
+    return onnx
+
+
+def _known_classes(model: Any) -> list[Target] | None:
+    """The classes a linear classifier's graph lays out, in River's own order."""
+    estimator = list(model.steps.values())[-1] if hasattr(model, "steps") else model
+    weights = getattr(estimator, "weights", None)
+    if type(estimator).__name__ == "SoftmaxRegression" and isinstance(weights, dict):
+        return sorted(weights, key=str) or None
+    return [False, True]
+
+
+def _close(
+    label: Target | None,
+    proba: Probabilities,
+    expected: Target | None,
+    expected_proba: Probabilities,
+    tolerance: float,
+) -> bool:
+    if expected_proba is None or proba is None:
+        if proba is not None or expected_proba is not None:
+            return False
+        return (
+            isinstance(label, float)
+            and isinstance(expected, float)
+            and math.isclose(label, expected, rel_tol=tolerance, abs_tol=tolerance)
+        )
+    if set(proba) != set(expected_proba):
+        return False
+    return all(abs(proba[k] - expected_proba[k]) <= tolerance for k in proba)

@@ -17,6 +17,7 @@ from services.core.rejection import Rejection
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, Effects, dead_letter, decode
+from services.serving.model import answer_all
 from services.serving.watcher import ModelWatcher
 
 SERVICE = "serving"
@@ -33,19 +34,26 @@ class FeaturesHandler:
         self.latency = metrics.PREDICTION_LATENCY.labels(SERVICE)
 
     def __call__(self, messages: Sequence[Message]) -> Effects:
-        """One prediction per valid feature event; undecodable ones to the DLQ."""
+        """One prediction per valid feature event, the batch in one model call where it can be.
+
+        Undecodable events, and events the model fails on, go to the DLQ.
+        """
         effects = Effects()
         champion = self.watcher.champion  # one version for the whole batch
         assert champion is not None, "serving consumes only once a model is loaded"
         version = champion.version
-        predict = champion.predictor.predict
-        observe, now = self.latency.observe, time.time()
+        valid: list[tuple[Message, FeatureEvent]] = []
         for message in messages:
             event = decode(message, FeatureEvent, SERVICE, self.dlq_topic, effects)
-            if event is None:
-                continue
+            if event is not None:
+                valid.append((message, event))
+        answers = answer_all(champion.predictor, [event.features for _, event in valid])
+        observe, now = self.latency.observe, time.time()
+        for (message, event), answer in zip(valid, answers, strict=True):
             try:
-                label, proba = predict(event.features)
+                if isinstance(answer, Exception):
+                    raise answer
+                label, proba = answer
                 value = prediction_json(
                     event.event_id,
                     event.entity_id,

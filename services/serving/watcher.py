@@ -47,7 +47,13 @@ class ModelWatcher:
             f"eddy-model-watcher-{uuid.uuid4().hex}",
             **{"fetch.wait.max.ms": max(settings.kafka.fetch_wait_max_ms, WATCH_WAIT_MS)},
         )
-        self.features = set(FeatureSchema.load(settings.ingest.feature_schema).features)
+        schema = FeatureSchema.load(settings.ingest.feature_schema)
+        self.features = set(schema.features)
+        seen = schema.model_features()  # a dropped personal feature never reaches a model
+        numeric = all(schema.features[n].type in ("float", "int", "bool") for n in seen)
+        self.compile_over: list[str] | None = (
+            sorted(seen) if settings.serving.compile and numeric else None
+        )
         self.champion: LoadedModel | None = None
         self.ready = threading.Event()
         self._stopped = threading.Event()
@@ -135,7 +141,7 @@ class ModelWatcher:
             )
             return False
         try:
-            loaded = load_model(version, self.keys, self.root)
+            loaded = load_model(version, self.keys, self.root, self.compile_over)
         except ArtifactError as error:
             metrics.MODELS_REFUSED.labels(self.service, "artifact").inc()
             log.error("model version refused", extra={"error": str(error), "kept_version": current})
@@ -150,6 +156,7 @@ class ModelWatcher:
                 "model": self.model_name,
                 "version": version.version,
                 "trigger": version.trigger,
+                "runtime": loaded.predictor.runtime,
             },
         )
         return True

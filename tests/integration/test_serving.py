@@ -15,6 +15,7 @@ from schemas import DeadLetter, ModelVersion, Prediction, PredictionReply
 from schemas.base import Features
 from services.core import registry
 from services.core.client import EddyClient, PredictionFailedError
+from services.core.onnx_compile import TOLERANCE
 from services.core.settings import Settings
 from services.core.signing import Keyring, private_hex, public_hex
 from services.core.supervisor import ServiceProcess
@@ -50,9 +51,25 @@ def test_every_feature_event_gets_a_prediction_from_the_published_version(
     expected = RiverPredictor(pickle.loads(trained_model()))
     for event in events:
         prediction = by_id[event.event_id]
+        label, proba = expected.predict(event.features)
         assert (prediction.model_name, prediction.model_version) == ("default", version.version)
-        assert prediction.prediction == expected.predict(event.features)[0]
+        assert prediction.prediction == label
+        assert prediction.probabilities is not None and proba is not None
+        assert max(abs(prediction.probabilities[k] - proba[k]) for k in proba) <= TOLERANCE
         assert prediction.entity_id == event.entity_id
+
+
+@pytest.mark.parametrize(("compile_", "runtime"), [("true", "onnx"), ("false", "river")])
+def test_a_linear_model_is_served_compiled_unless_compiling_is_off(
+    settings: Settings, start_service: StartService, compile_: str, runtime: str
+) -> None:
+    publish_model(settings)
+
+    serving = start_service("serving", EDDY_SERVING__COMPILE=compile_)
+
+    log = _wait_for_log(serving, '"serving model"')
+    swaps = [json.loads(line) for line in log.splitlines() if '"serving model"' in line]
+    assert [(s["version"], s["runtime"]) for s in swaps] == [(1, runtime)]
 
 
 def test_request_reply_through_the_client(settings: Settings, start_service: StartService) -> None:

@@ -9,15 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from river import linear_model, tree
+from river import linear_model, preprocessing, tree
 
 from schemas import ModelVersion
 from schemas.models import Flavour
 from services.core.datasets import default_classifier, stream
 from services.core.exceptions import ArtifactError
+from services.core.onnx_compile import TOLERANCE
 from services.core.registry import ArtifactStore, serialize_river, sha256_hex, signed
 from services.core.signing import Keyring
-from services.serving.model import RiverPredictor, load_model
+from services.serving.model import RiverPredictor, answer_all, compiled, load_model
 
 KEY = b"serving-test-key"
 KEYS = Keyring(hmac_key=KEY)
@@ -151,3 +152,86 @@ def test_model_signed_with_another_key_is_refused(tmp_path: Path, trained_classi
 
     with pytest.raises(ArtifactError, match="signed by unknown key"):
         load_model(version, Keyring(hmac_key=b"not-the-serving-key"), tmp_path)
+
+
+def phishing_names() -> list[str]:
+    return sorted(next(iter(stream("phishing")))[0])
+
+
+def test_a_linear_river_model_is_served_through_its_compiled_graph(
+    tmp_path: Path, trained_classifier: Any, phishing_rows: list[tuple[dict[str, Any], Any]]
+) -> None:
+    version = signed_version(tmp_path, serialize_river(trained_classifier), "river")
+
+    loaded = load_model(version, KEYS, tmp_path, compile_over=phishing_names())
+
+    river = RiverPredictor(trained_classifier)
+    rows = [features for features, _ in phishing_rows]
+    assert loaded.predictor.runtime == "onnx"
+    for (label, proba), row in zip(loaded.predictor.predict_many(rows), rows, strict=True):
+        expected_label, expected_proba = river.predict(row)
+        assert proba is not None and expected_proba is not None
+        assert proba.keys() == expected_proba.keys()
+        assert max(abs(proba[k] - expected_proba[k]) for k in proba) <= TOLERANCE
+        assert label == expected_label
+
+
+def test_a_batch_answers_what_each_row_answers_alone(
+    trained_classifier: Any, phishing_rows: list[tuple[dict[str, Any], Any]]
+) -> None:
+    onnx = compiled(RiverPredictor(trained_classifier), phishing_names())
+    assert onnx is not None
+    rows = [features for features, _ in phishing_rows]
+
+    assert onnx.predict_many(rows) == [onnx.predict(row) for row in rows]
+
+
+def test_a_feature_an_event_lacks_adds_nothing_as_in_river(trained_classifier: Any) -> None:
+    onnx = compiled(RiverPredictor(trained_classifier), phishing_names())
+    assert onnx is not None
+    row = dict(next(iter(stream("phishing")))[0])
+    del row["https"]
+
+    (_, proba), expected = onnx.predict(row), RiverPredictor(trained_classifier).predict(row)
+
+    assert proba is not None and expected[1] is not None
+    assert max(abs(proba[k] - expected[1][k]) for k in proba) <= TOLERANCE
+
+
+def test_softmax_and_linear_regression_compile_and_trees_stay_in_river() -> None:
+    softmax = preprocessing.StandardScaler() | linear_model.SoftmaxRegression()
+    regression = preprocessing.StandardScaler() | linear_model.LinearRegression()
+    for x in range(30):
+        softmax.learn_one({"x": float(x), "y": 1.0}, f"c{x % 3}")
+        regression.learn_one({"x": float(x), "y": 1.0}, 2.0 * x)
+    grown = tree.HoeffdingTreeClassifier()
+    grown.learn_one({"x": 1.0, "y": 1.0}, True)
+
+    assert compiled(RiverPredictor(softmax), ["x", "y"]) is not None
+    assert compiled(RiverPredictor(regression), ["x", "y"]) is not None
+    assert compiled(RiverPredictor(grown), ["x", "y"]) is None
+    # a softmax that has seen no class yet answers None in River; no graph can say that
+    empty = preprocessing.StandardScaler() | linear_model.SoftmaxRegression()
+    assert compiled(RiverPredictor(empty), ["x", "y"]) is None
+
+
+def test_without_features_to_compile_over_river_serves(
+    tmp_path: Path, trained_classifier: Any
+) -> None:
+    version = signed_version(tmp_path, serialize_river(trained_classifier), "river")
+
+    assert load_model(version, KEYS, tmp_path).predictor.runtime == "river"
+
+
+def test_one_row_the_graph_cannot_take_costs_only_its_own_answer(
+    trained_classifier: Any, phishing_rows: list[tuple[dict[str, Any], Any]]
+) -> None:
+    onnx = compiled(RiverPredictor(trained_classifier), phishing_names())
+    assert onnx is not None
+    rows = [features for features, _ in phishing_rows[:5]]
+    rows[2] = {**rows[2], "https": "not a number"}
+
+    answers = answer_all(onnx, rows)
+
+    assert isinstance(answers[2], ValueError)
+    assert [a for i, a in enumerate(answers) if i != 2] == onnx.predict_many(rows[:2] + rows[3:])
