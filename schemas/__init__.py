@@ -9,7 +9,7 @@ from schemas.base import Payload
 from schemas.drift import DriftEvent
 from schemas.events import DeadLetter, FeatureEvent, RawEvent
 from schemas.labels import Label, LabelingTask, TrainingExample
-from schemas.models import ModelVersion, OffsetRange
+from schemas.models import Deployment, ModelVersion, OffsetRange
 from schemas.predictions import Prediction, PredictionReply, PredictionRequest
 
 #: Every topic payload by its class name, as ``infra/topics.toml`` names them.
@@ -18,6 +18,7 @@ PAYLOADS: dict[str, type[Payload]] = {
     for model in (
         Alert,
         DeadLetter,
+        Deployment,
         DriftEvent,
         FeatureEvent,
         Label,
@@ -35,6 +36,7 @@ __all__ = [
     "PAYLOADS",
     "Alert",
     "DeadLetter",
+    "Deployment",
     "DriftEvent",
     "FeatureEvent",
     "Label",

@@ -18,6 +18,11 @@ from schemas.base import Payload, Target, utc_now
 
 Flavour = Literal["river", "onnx"]
 Trigger = Literal["initial", "scheduled", "drift", "selection", "manual", "rollback", "promote"]
+#: How a challenger runs beside the champion: not at all, on every event unseen, or answering a
+#: share of the entities.
+DeploymentMode = Literal["none", "shadow", "canary"]
+#: What a deployment change did.
+DeploymentAction = Literal["serve", "shadow", "canary", "step", "promote", "rollback", "end"]
 #: What a deployment predicts: a class of two, a class of many, or a number.
 Task = Literal["binary", "multiclass", "regression"]
 #: A Python import path (``river.linear_model.LogisticRegression``).
@@ -129,5 +134,55 @@ class ModelVersion(Payload):
     )
     task: Task | None = Field(None, description="What the model predicts.")
     spec: ModelSpec | None = Field(None, description="The spec the model was built from.")
+    hold: bool = Field(
+        False,
+        description="Not served on arrival: it waits for a deployment (`eddy models deploy`) "
+        "to put it in shadow, on canary or in front.",
+    )
     description: str = ""
     created_at: datetime = Field(default_factory=utc_now)
+
+
+class Deployment(Payload):
+    """A change of what serves a model: its champion, and a challenger beside it.
+
+    Serving follows the newest record of its model (the highest ``seq``, signed like a version
+    record); monitoring scores the two on live labels and writes the canary's steps, promotion
+    or rollback as the next record, with its figures.
+    """
+
+    model_name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
+    seq: int = Field(
+        ge=1, description="One above the model's previous record; an older one sent again is stale."
+    )
+    action: DeploymentAction
+    champion_version: int = Field(ge=1)
+    follow: bool = Field(
+        False,
+        description="Serve each newer version of the model as champion as it comes (training's); "
+        "else the champion holds until a person or a rule changes it.",
+    )
+    mode: DeploymentMode = "none"
+    challenger_version: int | None = Field(None, ge=1)
+    share: float = Field(
+        0.0, ge=0, le=1, description="Share of entities the challenger answers (canary), sticky."
+    )
+    steps: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=list, description="The canary's shares still to ramp through, in order."
+    )
+    decided_by: Literal["person", "rule"]
+    reason: str = Field("", max_length=2000)
+    figures: dict[str, float] = Field(
+        default_factory=dict, description="The live scores and test statistics behind the change."
+    )
+    key_id: str = Field(pattern=r"^(hmac|ed25519):[0-9a-f]{16}$")
+    signature: str = Field(pattern=r"^[0-9a-f]{64}([0-9a-f]{64})?$")
+    created_at: datetime = Field(default_factory=utc_now)
+
+    @model_validator(mode="after")
+    def _challenger_when_running(self) -> Deployment:
+        if (self.mode == "none") != (self.challenger_version is None):
+            raise ValueError("a shadow or canary names its challenger_version; mode none does not")
+        if self.mode != "canary" and (self.share or self.steps):
+            raise ValueError("share and steps are for a canary")
+        return self

@@ -11,7 +11,9 @@ from pydantic import Field
 
 from schemas.base import Features, Identifier, Payload, Target, utc_now
 
-Variant = Literal["champion", "challenger"]
+#: Who made a prediction: the champion, the challenger answering its canary share (both on
+#: ``predictions``), or the challenger in shadow (on ``predictions.shadow`` only).
+Variant = Literal["champion", "canary", "shadow"]
 
 
 class Prediction(Payload):

@@ -18,6 +18,8 @@ TopicRole = Literal[
     "prediction_requests",
     "prediction_replies",
     "models",
+    "deployments",
+    "shadow_predictions",
     "labels",
     "training_examples",
     "labeling_tasks",

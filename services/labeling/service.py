@@ -112,9 +112,9 @@ class Labeling:
         return {self.predictions_topic: self.on_predictions, self.labels_topic: self.on_labels}
 
     def on_predictions(self, messages: Sequence[Message]) -> Effects:
-        """Store champion predictions; join any label parked for them, else ask if unsure.
+        """Store served predictions; join any label parked for them, else ask if unsure.
 
-        Only the champion's prediction is the served one; a challenger's is monitoring's concern.
+        The champion's and a canary's predictions are served; a shadow's is monitoring's concern.
         """
         return self.on_batch({self.predictions_topic: messages})
 
@@ -143,7 +143,7 @@ class Labeling:
             batches.get(self.predictions_topic, ()),
             Prediction,
             effects,
-            keep=lambda p: p.variant == "champion",
+            keep=lambda p: p.variant != "shadow",
         )
         labels = self._decode_unique(
             batches.get(self.labels_topic, ()),

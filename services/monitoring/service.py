@@ -288,7 +288,7 @@ class PredictionsHandler:
         self.watch: CategoryWatch | DistributionWatch | None = None
 
     def __call__(self, messages: Sequence[Message]) -> Effects:
-        """Learn each champion prediction and its features.
+        """Learn each served prediction's features, and the champion's predictions.
 
         A ``prediction`` event when their mix shifted, a ``data`` event per feature that drifted.
         """
@@ -296,11 +296,11 @@ class PredictionsHandler:
         data = self.data
         for message in messages:
             prediction = decode(message, Prediction, SERVICE, self.dlq_topic, effects)
-            if prediction is None or prediction.variant != "champion":
-                continue
+            if prediction is None or prediction.variant == "shadow":
+                continue  # served predictions only: a canary's too, its events are the stream's
             self.quality.coverage.predicted_at(prediction.ts.timestamp())
             data.learn(effects, prediction.features, message)
-            if prediction.prediction is None:
+            if prediction.prediction is None or prediction.variant != "champion":
                 continue
             if prediction.model_version != self.version or self.watch is None:
                 # another model predicts differently by design: a new reference for it

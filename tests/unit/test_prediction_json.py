@@ -46,7 +46,7 @@ def _before_served_at(raw: bytes) -> bytes:
         ("", {}),
     ],
 )
-@pytest.mark.parametrize("variant", ["champion", "challenger"])
+@pytest.mark.parametrize("variant", ["champion", "canary", "shadow"])
 def test_it_encodes_exactly_what_the_model_would(
     prediction: Any, probabilities: dict[str, float] | None, variant: Variant
 ) -> None:
