@@ -32,6 +32,7 @@ SCENARIOS = (
     "loop_capacity",
     "hostile_soak",
     "faults",
+    "canary_decisions",
 )
 
 

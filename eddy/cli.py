@@ -328,7 +328,8 @@ def models() -> None:
     help="Bundled dataset.",
 )
 @_count_option("--warmup", 100, "Rows learned before publishing (all of them if more).")
-def models_publish(model_name: str | None, dataset: str, warmup: int) -> None:
+@click.option("--hold", is_flag=True, help="Do not serve it until `eddy models deploy` says so.")
+def models_publish(model_name: str | None, dataset: str, warmup: int, hold: bool) -> None:
     """Publish a River model (scaled logistic regression) warmed up on a bundled dataset."""
     from itertools import islice
 
@@ -347,9 +348,11 @@ def models_publish(model_name: str | None, dataset: str, warmup: int) -> None:
         trigger="manual",
         feature_names=list(FeatureSchema.load(BUNDLED[dataset][1]).features),
         task="binary",
+        hold=hold,
         description=f"warm-up on {warmup} rows of {dataset}",
     )
-    click.echo(f"published {version.model_name} v{version.version} ({version.artifact_uri})")
+    held = " (held: `eddy models deploy` serves it)" if hold else ""
+    click.echo(f"published {version.model_name} v{version.version} ({version.artifact_uri}){held}")
 
 
 @models.command("list")
@@ -565,6 +568,156 @@ def replay(
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary.as_json(), indent=2) + "\n", encoding="utf-8")
         click.echo(f"  summary JSON    {summary_json}")
+
+
+@models.command("deploy")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--shadow", is_flag=True, help="Run VERSION beside the champion, unseen, scored.")
+@click.option(
+    "--canary",
+    "percent",
+    type=click.FloatRange(0, 100, min_open=True),
+    default=None,
+    help="Let VERSION answer this percent of entities (sticky), ramping and deciding itself.",
+)
+@click.option(
+    "--steps",
+    default="25,50",
+    show_default=True,
+    help="The canary's next shares, in percent, ramped through while it holds its score.",
+)
+@click.option(
+    "--follow", is_flag=True, help="Without --shadow/--canary: serve newer versions as they come."
+)
+def models_deploy(
+    name: str, version: int, shadow: bool, percent: float | None, steps: str, follow: bool
+) -> None:
+    """Put VERSION in shadow, on canary, or in front as the champion (which then holds).
+
+    Without --shadow or --canary, VERSION serves every event from now on and holds until a
+    person or a rule changes it (--follow: newer versions take over as they come).
+    """
+    from services.core import deployments
+    from services.core.registry import find, load_verified, read_versions
+    from services.core.signing import Keyring
+
+    if shadow and percent is not None:
+        raise click.UsageError("give --shadow or --canary, not both")
+    settings = _settings()
+    keys = Keyring.of(settings)
+    versions = [v for v in read_versions(settings) if v.model_name == name]
+    target = find(versions, name, version)
+    load_verified(target, keys, settings.registry_dir)  # what serving would refuse, refused here
+    previous = deployments.latest(deployments.read_deployments(settings, name))
+    plan = deployments.plan(versions, previous)
+    if plan.champion is None:
+        raise click.ClickException(f"model {name!r} has no version serving to stand beside")
+    fields: dict[str, object] = {"model_name": name, "decided_by": "person"}
+    if shadow or percent is not None:
+        if version == plan.champion:
+            raise click.ClickException(f"v{version} is the champion already")
+        try:
+            ramp = sorted({float(p) / 100 for p in steps.split(",") if p.strip()})
+        except ValueError:
+            raise click.BadParameter(
+                "percents separated by commas: 25,50", param_hint="--steps"
+            ) from None
+        share = (percent or 0.0) / 100
+        fields.update(
+            action="shadow" if shadow else "canary",
+            mode="shadow" if shadow else "canary",
+            champion_version=plan.champion,
+            challenger_version=version,
+            follow=False,
+            share=0.0 if shadow else share,
+            steps=[] if shadow else [s for s in ramp if share < s <= 1],
+            reason=f"v{version} {'in shadow' if shadow else f'on canary at {percent:g}%'}",
+        )
+    else:
+        fields.update(
+            action="serve",
+            mode="none",
+            champion_version=version,
+            challenger_version=None,
+            follow=follow,
+            share=0.0,
+            steps=[],
+            reason=f"v{version} serves" + (", then newer versions" if follow else ", and holds"),
+        )
+    record = deployments.change(previous, keys, **fields)
+    deployments.announce(settings, record)
+    click.echo(f"{name}: {record.reason} (deployment {record.seq})")
+
+
+@models.command("status")
+@click.option("--name", "model_name", default=None, help="Model name (default: serving's).")
+@click.option("--json", "as_json", is_flag=True, help="The status as JSON, for scripts.")
+def models_status(model_name: str | None, as_json: bool) -> None:
+    """What serves whom: the champion, a challenger in shadow or on canary, its live scores."""
+    import json
+
+    from services.core import deployments
+    from services.core.registry import read_versions
+    from services.core.state import connect_redis, deployment_status_key
+
+    settings = _settings()
+    name = model_name or settings.model_name
+    versions = [v for v in read_versions(settings) if v.model_name == name]
+    record = deployments.latest(deployments.read_deployments(settings, name))
+    plan = deployments.plan(versions, record)
+    live = None
+    if record is not None and record.mode != "none":
+        raw = connect_redis(settings).get(deployment_status_key(settings.topic_prefix, name))
+        live = json.loads(raw) if raw is not None else None
+        if live is not None and live.get("seq") != record.seq:
+            live = None  # figures of an earlier deployment
+    status = {
+        "model": name,
+        "champion_version": plan.champion,
+        "follows_new_versions": record is None or record.follow,
+        "mode": plan.mode,
+        "challenger_version": plan.challenger,
+        "share": plan.share,
+        "next_steps": record.steps if record else [],
+        "live": live,
+        "last_change": record.model_dump(mode="json", exclude={"key_id", "signature"})
+        if record
+        else None,
+    }
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    if plan.champion is None:
+        click.echo(f"{name}: no version serving yet")
+        return
+    holds = "follows new versions" if status["follows_new_versions"] else "holds"
+    line = f"{name}: champion v{plan.champion} ({holds})"
+    if plan.mode == "shadow":
+        line += f"; v{plan.challenger} in shadow"
+    elif plan.mode == "canary":
+        ahead = ", ".join(f"{s:.0%}" for s in (record.steps if record else [])) or "none"
+        line += f"; v{plan.challenger} on canary for {plan.share:.0%} of entities (next: {ahead})"
+    click.echo(line)
+    if plan.mode != "none":
+        if live is None:
+            click.echo("live scores: none yet (monitoring has no labelled events of them)")
+        else:
+
+            def show(value: object) -> str:
+                return "-" if value is None else f"{value:.4f}"
+
+            click.echo(
+                f"live {live['metric']}: champion {show(live['champion'])} "
+                f"({live['champion_labels']:.0f} labelled), challenger {show(live['challenger'])} "
+                f"({live['challenger_labels']:.0f}); likelihood ratio "
+                f"{live['likelihood_ratio']:.3g}: {live['verdict']}"
+            )
+    if record is not None:
+        click.echo(
+            f"last change: {record.action} by {record.decided_by} at "
+            f"{record.created_at:%Y-%m-%d %H:%M:%S}: {record.reason}"
+        )
 
 
 @models.command("leaderboard")

@@ -78,6 +78,25 @@ MODEL_VERSION = Gauge(
     ["service", "model", "variant"],
     registry=REGISTRY,
 )
+VARIANT_SCORE = Gauge(
+    "eddy_variant_score",
+    "Live score (accuracy, or MAE for a regression) of the champion and the challenger of the "
+    "deployment in force, on the labelled events each served (canary) or both answered (shadow).",
+    ["service", "model", "variant"],
+    registry=REGISTRY,
+)
+VARIANT_LABELS = Gauge(
+    "eddy_variant_labelled_events",
+    "Labelled events behind eddy_variant_score.",
+    ["service", "model", "variant"],
+    registry=REGISTRY,
+)
+DEPLOYMENT_DECISIONS = Counter(
+    "eddy_deployment_decisions_total",
+    "Canary steps, promotions, rollbacks and ends decided on live labels.",
+    ["service", "model", "action"],
+    registry=REGISTRY,
+)
 MODEL_SWAPS = Counter(
     "eddy_model_swaps_total",
     "Model versions swapped in without a restart.",

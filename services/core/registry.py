@@ -16,10 +16,11 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from confluent_kafka import Producer, TopicPartition
+from pydantic import BaseModel
 
 from schemas import ModelVersion, OffsetRange
 from schemas.models import Flavour, ModelSpec, Task, Trigger
@@ -27,7 +28,9 @@ from services.core.exceptions import ArtifactError
 from services.core.kafka import end_offsets, make_consumer, make_producer
 from services.core.settings import Settings
 from services.core.signing import Keyring
-from services.core.topics import Topics
+from services.core.topics import TopicRole, Topics
+
+PayloadT = TypeVar("PayloadT", bound=BaseModel)
 
 #: Largest artifact serving will read, so a hostile URI cannot exhaust memory.
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
@@ -153,14 +156,21 @@ def load_verified(version: ModelVersion, keys: Keyring, root: Path) -> tuple[byt
 
 def read_versions(settings: Settings, timeout_s: float = 10.0) -> list[ModelVersion]:
     """Every version message on ``models``, oldest first (the registry's history)."""
-    topic = Topics(settings.topic_prefix)("models")
+    return read_history(settings, "models", ModelVersion, timeout_s)
+
+
+def read_history(
+    settings: Settings, role: TopicRole, payload: type[PayloadT], timeout_s: float = 10.0
+) -> list[PayloadT]:
+    """Every valid message of a history topic (``models``, ``deployments``), oldest first."""
+    topic = Topics(settings.topic_prefix)(role)
     consumer = make_consumer(settings, f"eddy-registry-reader-{uuid.uuid4().hex}")
     try:
         ends = {tp.partition: tp.offset for tp in end_offsets(consumer, topic) if tp.offset > 0}
         if not ends:
             return []
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        versions: list[ModelVersion] = []
+        items: list[PayloadT] = []
         done: set[int] = set()
         deadline = time.monotonic() + timeout_s
         while len(done) < len(ends) and time.monotonic() < deadline:
@@ -171,10 +181,10 @@ def read_versions(settings: Settings, timeout_s: float = 10.0) -> list[ModelVers
                 if offset + 1 >= ends[partition]:
                     done.add(partition)
                 try:
-                    versions.append(ModelVersion.model_validate_json(message.value() or b""))
+                    items.append(payload.model_validate_json(message.value() or b""))
                 except ValueError:
-                    continue  # a malformed registry entry is skipped; serving logs the same
-        return versions
+                    continue  # a malformed entry is skipped; serving logs the same
+        return items
     finally:
         consumer.close()
 
@@ -196,12 +206,14 @@ def publish(
     spec: ModelSpec | None = None,
     description: str = "",
     version: int | None = None,
+    hold: bool = False,
     producer: Producer | None = None,
 ) -> ModelVersion:
     """Store and sign an artifact, announce it on ``models``, and return the version message.
 
     The version number is one more than the highest on ``models`` unless given. A service that
-    publishes often passes its own long-lived ``producer`` (see ``announce``).
+    publishes often passes its own long-lived ``producer`` (see ``announce``). A ``hold``
+    version is not served until a deployment names it.
     """
     keys = Keyring.of(settings)
     if version is None:
@@ -225,6 +237,7 @@ def publish(
         classes=classes,
         task=task,
         spec=spec,
+        hold=hold,
         description=description,
     )
     message = signed(message, keys)

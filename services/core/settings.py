@@ -335,7 +335,27 @@ class TrainingSettings(_Group):
 
 
 class MonitoringSettings(_Group):
-    """Drift detectors (each kind with its own settings and cool-down) and KPIs."""
+    """Drift detectors (each kind with its own settings and cool-down), KPIs, canary decisions."""
+
+    canary_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Largest chance that a canary promotes a challenger no better than the "
+        "champion (and rolls back one no worse), however long it runs.",
+    )
+    canary_step_labels: int = Field(
+        200,
+        ge=1,
+        description="Labelled events of the challenger at a canary share before it ramps to "
+        "the next step.",
+    )
+    canary_max_labels: int = Field(
+        10_000,
+        ge=1,
+        description="Labelled events of the challenger after which a canary with no verdict "
+        "ends and the champion stays.",
+    )
 
     fetch_wait_ms: int = Field(
         100,

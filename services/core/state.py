@@ -149,6 +149,11 @@ def redis_credentials(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def deployment_status_key(prefix: str, model_name: str) -> str:
+    """Where monitoring keeps the live figures of a model's deployment (``eddy models status``)."""
+    return f"eddy:{prefix}monitoring:{model_name}:deployment"
+
+
 def leaderboard_key(prefix: str, model_name: str) -> str:
     """Where training keeps its leaderboard as JSON (``eddy models leaderboard`` reads it)."""
     return f"eddy:{prefix}training:{model_name}:leaderboard"

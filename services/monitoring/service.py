@@ -34,21 +34,24 @@ from functools import partial
 from typing import Any, get_args
 
 from confluent_kafka import Message
+from pydantic import ValidationError
 
 from schemas import Alert, DriftEvent, Prediction, TrainingExample
 from schemas.alerts import AlertState
 from schemas.base import Features, Target
 from schemas.drift import DriftKind
 from schemas.models import Task
-from services.core import metrics
+from services.core import deployments, metrics
 from services.core.checkpoint import Checkpointing, CheckpointStore
 from services.core.feature_schema import FeatureSchema
 from services.core.kafka import batching_fetches
 from services.core.rolling import RollingMean
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
+from services.core.state import deployment_status_key
 from services.core.stream import BatchHandler, Effects, decode
 from services.core.topics import Topics
+from services.monitoring.canary import CanaryJudge
 from services.monitoring.coverage import SUBJECT as COVERAGE_SUBJECT
 from services.monitoring.coverage import LabelCoverage
 from services.monitoring.detectors import DriftWatch, Finding, RollingAccuracy
@@ -390,9 +393,11 @@ class DataWatches:
 
 
 class Monitor:
-    """The three handlers over one publisher and one set of KPIs, and their state as a whole."""
+    """The handlers over one publisher and one set of KPIs, and their state as a whole."""
 
-    def __init__(self, settings: Settings, topics: Topics) -> None:
+    def __init__(
+        self, settings: Settings, topics: Topics, judge: CanaryJudge | None = None
+    ) -> None:
         schema = FeatureSchema.load(settings.ingest.feature_schema)
         time_like = frozenset(name for name, spec in schema.features.items() if spec.time_like)
         publisher = DriftPublisher(settings, topics)
@@ -402,10 +407,26 @@ class Monitor:
         )
         self.data = DataWatches(settings, publisher, time_like)
         self.predictions = PredictionsHandler(settings, topics, publisher, self.quality, self.data)
+        self.judge = judge or CanaryJudge(settings, topics, schema.target.type)
         self.handlers: dict[str, BatchHandler] = {
-            topics("training_examples"): self.examples,
+            topics("training_examples"): self._examples,
             topics("predictions"): self.predictions,
+            topics("deployments"): self.judge.on_deployments,
+            topics("shadow_predictions"): self.judge.on_shadow,
         }
+
+    def _examples(self, messages: Sequence[Message]) -> Effects:
+        """Drift and KPIs from every example; the challenger's evidence while one runs."""
+        effects = self.examples(messages)
+        if self.judge.test is not None:
+            examples = []
+            for message in messages:
+                try:
+                    examples.append(TrainingExample.model_validate_json(message.value() or b""))
+                except ValidationError:
+                    continue  # the examples handler dead-lettered it
+            effects.extend(self.judge.on_examples(examples))
+        return effects
 
     def state(self) -> dict[str, Any]:
         """What the detectors and KPIs learned from the inputs (what a checkpoint keeps)."""
@@ -420,6 +441,7 @@ class Monitor:
             "prediction_version": self.predictions.version,
             "prediction_watch": self.predictions.watch,
             "feature_watches": self.data.watches,
+            "deployment": self.judge.state(),
         }
 
     def restore(self, state: object) -> None:
@@ -440,6 +462,7 @@ class Monitor:
         self.predictions.version = state["prediction_version"]
         self.predictions.watch = state["prediction_watch"]
         self.data.watches = state["feature_watches"]
+        self.judge.restore(state["deployment"])
         for rule in self.quality.kpis.rules:
             gauge = metrics.KPI_BREACH.labels(SERVICE, quality.model_name, rule.kpi)
             gauge.set(1 if rule in quality.kpis.breached else 0)
@@ -450,6 +473,19 @@ class Monitor:
 def handlers(settings: Settings, topics: Topics) -> dict[str, BatchHandler]:
     """Topic → handler for the monitoring service (one consumer group over two topics)."""
     return Monitor(settings, topics).handlers
+
+
+def judge(runtime: Runtime) -> CanaryJudge:
+    """The canary judge, starting from the deployment in force, its figures kept in Redis."""
+    settings = runtime.settings
+    schema = FeatureSchema.load(settings.ingest.feature_schema)
+    key = deployment_status_key(settings.topic_prefix, settings.model_name)
+
+    def status(figures: dict[str, Any]) -> None:
+        runtime.redis.set(key, json.dumps(figures), ex=86_400)
+
+    record = deployments.latest(deployments.read_deployments(settings, settings.model_name))
+    return CanaryJudge(settings, runtime.topics, schema.target.type, record, status)
 
 
 def checkpointing(runtime: Runtime, monitor: Monitor) -> Checkpointing | None:
@@ -500,7 +536,7 @@ def run(settings: Settings | None = None) -> None:
         ("label_coverage", COVERAGE_SUBJECT),
     ):
         metrics.DRIFT_EVENTS.labels(SERVICE, kind, subject)
-    monitor = Monitor(runtime.settings, runtime.topics)
+    monitor = Monitor(runtime.settings, runtime.topics, judge(runtime))
     saver = checkpointing(runtime, monitor)
     if saver is None:
         run_stream_service(runtime, monitor.handlers)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from confluent_kafka import Message
 
 from schemas import FeatureEvent, PredictionReply, PredictionRequest
-from schemas.predictions import prediction_json
+from schemas.predictions import Variant, prediction_json
 from services.core import metrics
 from services.core.feature_schema import FeatureSchema, check_features
 from services.core.health import HEALTH
@@ -17,7 +17,7 @@ from services.core.rejection import Rejection
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, Effects, dead_letter, decode
-from services.serving.model import answer_all
+from services.serving.model import LoadedModel, answer_all
 from services.serving.watcher import ModelWatcher
 
 SERVICE = "serving"
@@ -25,31 +25,57 @@ log = logging.getLogger(__name__)
 
 
 class FeaturesHandler:
-    """Predicts every feature event with the champion at the time of its batch."""
+    """Predicts every feature event with the lineup at the time of its batch."""
 
     def __init__(self, runtime: Runtime, watcher: ModelWatcher) -> None:
         self.watcher = watcher
         self.predictions_topic = runtime.topics("predictions")
+        self.shadow_topic = runtime.topics("shadow_predictions")
         self.dlq_topic = runtime.topics("dlq")
         self.latency = metrics.PREDICTION_LATENCY.labels(SERVICE)
 
     def __call__(self, messages: Sequence[Message]) -> Effects:
         """One prediction per valid feature event, the batch in one model call where it can be.
 
-        Undecodable events, and events the model fails on, go to the DLQ.
+        On a canary, the challenger answers its share of entities; in shadow, it answers every
+        event too, on ``predictions.shadow`` only. Undecodable events, and events the champion
+        fails on, go to the DLQ.
         """
         effects = Effects()
-        champion = self.watcher.champion  # one version for the whole batch
-        assert champion is not None, "serving consumes only once a model is loaded"
-        version = champion.version
+        lineup = self.watcher.lineup  # one lineup for the whole batch
+        assert lineup is not None, "serving consumes only once a model is loaded"
         valid: list[tuple[Message, FeatureEvent]] = []
         for message in messages:
             event = decode(message, FeatureEvent, SERVICE, self.dlq_topic, effects)
             if event is not None:
                 valid.append((message, event))
-        answers = answer_all(champion.predictor, [event.features for _, event in valid])
+        challenger = lineup.challenger
+        if challenger is not None and lineup.mode == "canary":
+            canary: list[tuple[Message, FeatureEvent]] = []
+            rest: list[tuple[Message, FeatureEvent]] = []
+            for item in valid:
+                (canary if lineup.on_canary(item[1].entity_id) else rest).append(item)
+            self._predict(effects, lineup.champion, rest, "champion", self.predictions_topic)
+            self._predict(effects, challenger, canary, "canary", self.predictions_topic)
+        else:
+            self._predict(effects, lineup.champion, valid, "champion", self.predictions_topic)
+        if challenger is not None and lineup.mode == "shadow":
+            self._predict(effects, challenger, valid, "shadow", self.shadow_topic)
+        return effects
+
+    def _predict(
+        self,
+        effects: Effects,
+        model: LoadedModel,
+        events: list[tuple[Message, FeatureEvent]],
+        variant: Variant,
+        topic: str,
+    ) -> None:
+        version = model.version
+        answers = answer_all(model.predictor, [event.features for _, event in events])
         observe, now = self.latency.observe, time.time()
-        for (message, event), answer in zip(valid, answers, strict=True):
+        shadow = variant == "shadow"
+        for (message, event), answer in zip(events, answers, strict=True):
             try:
                 if isinstance(answer, Exception):
                     raise answer
@@ -63,17 +89,21 @@ class FeaturesHandler:
                     version.version,
                     label,
                     proba,
+                    variant,
                 )
             except Exception as exc:  # a model failing on one input must not stop serving
+                if shadow:  # the event was served; the shadow's failure is counted only
+                    metrics.REJECTED.labels(SERVICE, "shadow_error").inc()
+                    continue
                 metrics.REJECTED.labels(SERVICE, "handler_error").inc()
                 letter = dead_letter(
                     message, SERVICE, "handler_error", f"predict failed: {exc!r}", event.event_id
                 )
                 effects.emit(self.dlq_topic, message.key(), letter)
                 continue
-            effects.emit_json(self.predictions_topic, event.entity_id, value)
-            observe(max(0.0, now - event.ingested_at.timestamp()))
-        return effects
+            effects.emit_json(topic, event.entity_id, value)
+            if not shadow:
+                observe(max(0.0, now - event.ingested_at.timestamp()))
 
 
 class RequestsHandler:

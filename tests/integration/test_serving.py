@@ -190,7 +190,7 @@ def test_forged_tampered_replayed_and_out_of_store_versions_are_refused_serving_
             "checksum mismatch",
             "signature does not verify",
             "outside the registry folder",
-            "not above the one served",
+            "not above the newest",
             "malformed model version message",
         )
     )

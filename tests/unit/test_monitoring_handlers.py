@@ -194,12 +194,16 @@ def test_a_shadows_features_are_not_watched() -> None:
     assert monitor.data.watches == {}
 
 
-def test_the_service_reads_examples_and_predictions_only() -> None:
+def test_the_service_reads_examples_predictions_and_the_deployments_challengers() -> None:
     # the features come with the predictions made on them: no need to read them twice
-    assert sorted(handlers(SETTINGS, TOPICS)) == [
-        TOPICS("predictions"),
-        TOPICS("training_examples"),
-    ]
+    assert sorted(handlers(SETTINGS, TOPICS)) == sorted(
+        [
+            TOPICS("predictions"),
+            TOPICS("training_examples"),
+            TOPICS("deployments"),
+            TOPICS("shadow_predictions"),
+        ]
+    )
 
 
 def test_every_example_delivered_twice_still_gives_one_concept_event() -> None:

@@ -5,6 +5,7 @@ A model's bad answers are refused, so that one of them becomes a dead letter, no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -20,7 +21,9 @@ from services.core.settings import Settings
 from services.core.stream import StopSignal
 from services.core.topics import Topics
 from services.serving.model import LoadedModel, Probabilities
+from services.serving.model import Runtime as ModelRuntime
 from services.serving.service import FeaturesHandler
+from services.serving.watcher import Lineup
 from tests.unit.test_dead_letters import FakeMessage
 
 TS = datetime(2026, 11, 30, 16, 45, 1, 123456, tzinfo=UTC)
@@ -128,14 +131,18 @@ class ScriptedPredictor:
     """Answers with what it is given, in order."""
 
     answers: list[tuple[Any, Probabilities]]
+    runtime: ModelRuntime = "river"
 
     def predict(self, features: dict[str, Any]) -> tuple[Any, Probabilities]:
         return self.answers.pop(0)
 
+    def predict_many(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, Probabilities]]:
+        return [self.predict(row) for row in rows]
+
 
 @dataclass
 class FixedWatcher:
-    champion: LoadedModel
+    lineup: Lineup
 
 
 def _feature_message(event_id: str) -> FakeMessage:
@@ -162,7 +169,7 @@ def test_an_answer_that_cannot_be_served_goes_to_the_dlq_and_the_next_event_is_s
     )
     predictor = ScriptedPredictor([(float("nan"), None), (True, {"False": 0.2, "True": 0.8})])
     runtime = Runtime("serving", Settings(), Topics(""), redis.Redis(), StopSignal(), 0)
-    watcher = FixedWatcher(LoadedModel(version, predictor))
+    watcher = FixedWatcher(Lineup(LoadedModel(version, predictor)))
     handler = FeaturesHandler(runtime, watcher)  # type: ignore[arg-type]
 
     effects = handler([_feature_message("bad"), _feature_message("good")])
