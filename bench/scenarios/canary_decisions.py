@@ -104,7 +104,8 @@ def run(ctx: Context) -> list[Figure]:
         outcomes = [canary(accuracy, seed, settings) for seed in range(runs)]
         right = [n for decision, n, _ in outcomes if decision == expected]
         ctx.progress(
-            f"   {label}: {len(right)}/{runs} {expected}d, median {statistics.median(right):,.0f} "
+            f"   {label}: {len(right)}/{runs} ended in {expected}, median "
+            f"{statistics.median(right):,.0f} "
             f"events; others: {sorted({d for d, _, _ in outcomes} - {expected})}"
         )
         figures.append(
