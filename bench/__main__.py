@@ -33,6 +33,7 @@ SCENARIOS = (
     "hostile_soak",
     "faults",
     "canary_decisions",
+    "compiled_models",
 )
 
 

@@ -42,5 +42,10 @@ class LabelingTask(Payload):
     features: Features
     prediction: Target
     uncertainty: float = Field(ge=0, le=1)
+    explanation: dict[str, float] | None = Field(
+        None,
+        max_length=20,
+        description="The model's largest feature contributions, when serving explains.",
+    )
     model_version: int
     created_at: datetime = Field(default_factory=utc_now)

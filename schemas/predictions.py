@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic_core
 from pydantic import Field
@@ -14,6 +14,8 @@ from schemas.base import Features, Identifier, Payload, Target, utc_now
 #: Who made a prediction: the champion, the challenger answering its canary share (both on
 #: ``predictions``), or the challenger in shadow (on ``predictions.shadow`` only).
 Variant = Literal["champion", "canary", "shadow"]
+#: Feature → its contribution toward the answer (services/serving/explain.py), at most 20.
+Explanation = Annotated[dict[str, float], Field(max_length=20)]
 
 
 class Prediction(Payload):
@@ -33,6 +35,11 @@ class Prediction(Payload):
     probabilities: dict[str, float] | None = Field(
         None, description="Class probabilities (classifiers), keyed by the class as a string."
     )
+    explanation: Explanation | None = Field(
+        None,
+        description="The largest feature contributions toward the answer, largest first (when "
+        "serving explains: EDDY_SERVING__EXPLAIN).",
+    )
     served_at: datetime = Field(default_factory=utc_now)
 
 
@@ -46,6 +53,7 @@ def prediction_json(
     prediction: Any,
     probabilities: dict[str, float] | None,
     variant: Variant = "champion",
+    explanation: dict[str, float] | None = None,
 ) -> bytes:
     """What ``Prediction(...).model_dump_json()`` gives, at a third of its cost, for serving.
 
@@ -72,6 +80,7 @@ def prediction_json(
             "variant": variant,
             "prediction": prediction,
             "probabilities": probabilities,
+            "explanation": explanation,
             "served_at": utc_now(),
         }
     )
@@ -95,6 +104,7 @@ class PredictionRequest(Payload):
 
     correlation_id: Identifier
     features: Features
+    explain: bool = Field(False, description="Ask for the answer's feature contributions.")
     sent_at: datetime = Field(default_factory=utc_now)
 
 
@@ -106,5 +116,6 @@ class PredictionReply(Payload):
     model_version: int | None = None
     prediction: Target | None = None
     probabilities: dict[str, float] | None = None
+    explanation: Explanation | None = None
     error: str | None = None
     served_at: datetime = Field(default_factory=utc_now)

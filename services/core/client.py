@@ -92,11 +92,18 @@ class EddyClient:
         if self.producer.flush(timeout_s):
             raise DeliveryError("the broker did not acknowledge every message in time")
 
-    def predict(self, features: Features, timeout_s: float = 10.0) -> PredictionReply:
-        """Ask serving for a prediction and wait for its reply."""
+    def predict(
+        self, features: Features, timeout_s: float = 10.0, explain: bool = False
+    ) -> PredictionReply:
+        """Ask serving for a prediction and wait for its reply.
+
+        ``explain``: with the features' largest contributions, where the model has an explainer.
+        """
         replies = self._reply_consumer()
         correlation_id = uuid.uuid4().hex
-        request = PredictionRequest(correlation_id=correlation_id, features=features)
+        request = PredictionRequest(
+            correlation_id=correlation_id, features=features, explain=explain
+        )
         self._produce(
             self.topics("prediction_requests"),
             correlation_id.encode(),

@@ -1,4 +1,7 @@
-"""River linear models compiled to ONNX graphs that onnxruntime runs on a whole batch at once.
+"""River models compiled to ONNX graphs that onnxruntime runs on a whole batch at once.
+
+``compile_model`` takes any River model and compiles what it can: the linear models here, the
+trees and forests in ``onnx_trees``.
 
 Compiles a ``StandardScaler`` (optional, without a window) followed by a ``LogisticRegression``,
 ``SoftmaxRegression`` or ``LinearRegression``, the defaults of ``infra/models/``. The graph has
@@ -29,6 +32,31 @@ OPSET = 17
 
 class NotCompilable(ValueError):  # noqa: N818 - a reason, read as "not compilable: ..."
     """The model has a part this compiler does not translate; serving runs it in River."""
+
+
+def compile_model(model: Any, feature_names: Sequence[str]) -> tuple[bytes, list[Any] | None]:
+    """The graph of a linear model, tree or forest, and its classes' order (None: a number).
+
+    NotCompilable says what part of the model stops it.
+    """
+    if "tree" in type(model).__module__ or "forest" in type(model).__module__:
+        from services.core.onnx_trees import compile_trees
+
+        return compile_trees(model, feature_names)
+    classes = _linear_classes(model)
+    return compile_river(model, feature_names, classes), classes
+
+
+def _linear_classes(model: Any) -> list[Any] | None:
+    """The classes a linear model's graph lays out: River's own, in its order."""
+    _scaler, estimator = _parts(model)
+    kind = type(estimator).__name__
+    if kind == "SoftmaxRegression":
+        known = sorted(estimator.weights, key=str)
+        if not known:  # River answers nothing yet; a graph has no classes to answer with
+            raise NotCompilable("the softmax regression has seen no class yet")
+        return known
+    return [False, True] if kind == "LogisticRegression" else None
 
 
 def compile_river(

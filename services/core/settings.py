@@ -156,9 +156,15 @@ class ServingSettings(_Group):
     )
     compile: bool = Field(
         True,
-        description="Serve River linear models (scaler + logistic, softmax or linear regression) "
-        "through their compiled ONNX graph, one call per batch, when every feature is a number; "
-        "off: River predicts event by event.",
+        description="Serve River linear models (scaler + logistic, softmax or linear regression), "
+        "Hoeffding trees and adaptive random forests through their compiled ONNX graph, one "
+        "call per batch, when every feature is a number; off: River predicts event by event.",
+    )
+    explain: bool = Field(
+        False,
+        description="Every prediction carries its largest feature contributions (linear "
+        "models: exact; trees and forests: path contributions). A request/reply call can ask "
+        "for them itself (`explain`).",
     )
 
 

@@ -93,11 +93,24 @@ def _card(task: LabelingTask, csrf: str, target: TargetSpec | None, first: bool)
         f"<p class='guess'>model v{task.model_version} guesses "
         f"<b>{escape(shown(task.prediction))}</b>, uncertainty {task.uncertainty:.2f} "
         f"<meter min='0' max='1' value='{task.uncertainty:.3f}'></meter></p>"
+        f"{_why(task)}"
         f"<div class='features'><table>{rows}</table></div>"
         f"<form method='post' action='/label' class='answers'>{_csrf(csrf)}"
         f"<input type='hidden' name='event_id' value='{escape(task.event_id, quote=True)}'>"
         f"{answers}</form></article>"
     )
+
+
+def _why(task: LabelingTask) -> str:
+    """The model's largest feature contributions toward its guess, where serving gave them."""
+    if not task.explanation:
+        return ""
+    items = "".join(
+        f"<li><code>{escape(name)}</code> "
+        f"<span class='{'up' if value > 0 else 'down'}'>{value:+.3g}</span></li>"
+        for name, value in task.explanation.items()
+    )
+    return f"<div class='why'>why: <ul>{items}</ul></div>"
 
 
 def signin(csrf: str, error: str = "", proxy_header: str = "") -> str:
@@ -166,6 +179,8 @@ h1{font-size:1.3em;margin:.2em 0}
 .task:first-child{border:2px solid #3558c7}
 .task h2{font-size:1em;margin:0 0 .3em;overflow-wrap:anywhere}
 .guess{margin:.2em 0}
+.why{font-size:.9em;margin:.2em 0}.why ul{display:inline;padding:0;margin:0}
+.why li{display:inline;margin-right:.8em}.why .up{color:#1a7f37}.why .down{color:#b42318}
 meter{width:6em;vertical-align:middle}
 .features{overflow-x:auto;max-height:16em;overflow-y:auto}
 .features table{border-collapse:collapse;font-size:.9em}

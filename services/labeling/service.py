@@ -324,6 +324,7 @@ class Labeling:
             features=prediction.features,
             prediction=prediction.prediction,
             uncertainty=unsure,
+            explanation=prediction.explanation,
             model_version=prediction.model_version,
         )
         effects.emit(self.tasks_topic, prediction.entity_id, task)

@@ -24,6 +24,7 @@ from schemas.base import Features, Target
 from services.core.exceptions import ArtifactError
 from services.core.registry import load_verified
 from services.core.signing import Keyring
+from services.serving.explain import Explainer, explainer_for
 
 Probabilities = dict[str, float] | None
 #: A prediction, and class probabilities where there are classes.
@@ -125,6 +126,9 @@ class OnnxPredictor:
         )
         self.feature_names = feature_names
         self.classes = classes
+        self.dtype = (
+            np.float64 if self.session.get_inputs()[0].type == "tensor(double)" else np.float32
+        )
         self.keys = [str(c) for c in classes] if classes else []
         self.missing = missing
         self.output = "probabilities" if classes else "value"
@@ -136,7 +140,7 @@ class OnnxPredictor:
     def predict_many(self, rows: Sequence[Features]) -> list[Answer]:
         """Run the graph once on all rows."""
         names, missing = self.feature_names, self.missing
-        matrix = np.array([[row.get(n, missing) for n in names] for row in rows], np.float32)
+        matrix = np.array([[row.get(n, missing) for n in names] for row in rows], self.dtype)
         (out,) = self.session.run([self.output], {"features": matrix})
         if not self.classes:
             return [(value, None) for (value,) in out.tolist()]
@@ -150,10 +154,11 @@ class OnnxPredictor:
 
 @dataclass
 class LoadedModel:
-    """A verified model version ready to predict."""
+    """A verified model version ready to predict, and to explain where it can."""
 
     version: ModelVersion
     predictor: Predictor
+    explainer: Explainer | None = None
 
 
 def load_model(
@@ -170,7 +175,9 @@ def load_model(
             raise ArtifactError(f"{version.model_name} v{version.version}: not a River estimator")
         river = RiverPredictor(obj)
         if compile_over:
-            return LoadedModel(version, compiled(river, list(compile_over)) or river)
+            names = list(compile_over)
+            predictor = compiled(river, names) or river
+            return LoadedModel(version, predictor, explainer_for(obj, names))
         return LoadedModel(version, river)
     try:
         return LoadedModel(version, OnnxPredictor(data, version.feature_names, version.classes))
@@ -187,17 +194,10 @@ def compiled(river: RiverPredictor, names: list[str]) -> OnnxPredictor | None:
     feature missing) within ``TOLERANCE``; a graph that does not is a compiler bug, logged, and
     River serves.
     """
-    from services.core.onnx_compile import TOLERANCE, NotCompilable, compile_river
+    from services.core.onnx_compile import TOLERANCE, NotCompilable, compile_model
 
-    model = river.model
-    classes: list[Target] | None = None
-    if river.is_classifier:
-        known = _known_classes(model)
-        if not known:
-            return None  # nothing learnt yet: River answers None, a graph has no classes
-        classes = known
     try:
-        graph = compile_river(model, names, classes)
+        graph, classes = compile_model(river.model, names)
     except NotCompilable as reason:
         log.info("served in River, not compiled", extra={"reason": str(reason)})
         return None
@@ -212,15 +212,6 @@ def compiled(river: RiverPredictor, names: list[str]) -> OnnxPredictor | None:
             )
             return None
     return onnx
-
-
-def _known_classes(model: Any) -> list[Target] | None:
-    """The classes a linear classifier's graph lays out, in River's own order."""
-    estimator = list(model.steps.values())[-1] if hasattr(model, "steps") else model
-    weights = getattr(estimator, "weights", None)
-    if type(estimator).__name__ == "SoftmaxRegression" and isinstance(weights, dict):
-        return sorted(weights, key=str) or None
-    return [False, True]
 
 
 def _close(

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from confluent_kafka import Message
 
 from schemas import FeatureEvent, PredictionReply, PredictionRequest
+from schemas.base import Features
 from schemas.predictions import Variant, prediction_json
 from services.core import metrics
 from services.core.feature_schema import FeatureSchema, check_features
@@ -17,7 +18,8 @@ from services.core.rejection import Rejection
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, Effects, dead_letter, decode
-from services.serving.model import LoadedModel, answer_all
+from services.serving.explain import Explanation
+from services.serving.model import Answer, LoadedModel, answer_all
 from services.serving.watcher import ModelWatcher
 
 SERVICE = "serving"
@@ -32,6 +34,7 @@ class FeaturesHandler:
         self.predictions_topic = runtime.topics("predictions")
         self.shadow_topic = runtime.topics("shadow_predictions")
         self.dlq_topic = runtime.topics("dlq")
+        self.explain = runtime.settings.serving.explain
         self.latency = metrics.PREDICTION_LATENCY.labels(SERVICE)
 
     def __call__(self, messages: Sequence[Message]) -> Effects:
@@ -72,10 +75,12 @@ class FeaturesHandler:
         topic: str,
     ) -> None:
         version = model.version
-        answers = answer_all(model.predictor, [event.features for _, event in events])
+        rows = [event.features for _, event in events]
+        answers = answer_all(model.predictor, rows)
+        explanations = explain_all(model, rows, answers) if self.explain else None
         observe, now = self.latency.observe, time.time()
         shadow = variant == "shadow"
-        for (message, event), answer in zip(events, answers, strict=True):
+        for i, ((message, event), answer) in enumerate(zip(events, answers, strict=True)):
             try:
                 if isinstance(answer, Exception):
                     raise answer
@@ -90,6 +95,7 @@ class FeaturesHandler:
                     label,
                     proba,
                     variant,
+                    explanations[i] if explanations else None,
                 )
             except Exception as exc:  # a model failing on one input must not stop serving
                 if shadow:  # the event was served; the shadow's failure is counted only
@@ -139,12 +145,18 @@ class RequestsHandler:
             else:
                 try:
                     label, proba = champion.predictor.predict(features)
+                    explained = (
+                        explain_all(champion, [features], [(label, proba)])
+                        if request.explain
+                        else [None]
+                    )
                     reply = PredictionReply(
                         correlation_id=request.correlation_id,
                         model_name=champion.version.model_name,
                         model_version=champion.version.version,
                         prediction=label,
                         probabilities=proba,
+                        explanation=explained[0],
                     )
                 except Exception as exc:  # the caller gets the reason instead of a timeout
                     reply = self._error(request, f"predict failed: {exc!r}")
@@ -155,6 +167,23 @@ class RequestsHandler:
         return PredictionReply(
             correlation_id=request.correlation_id, model_name=self.model_name, error=error
         )
+
+
+def explain_all(
+    model: LoadedModel, rows: list[Features], answers: Sequence[Answer | Exception]
+) -> list[Explanation | None]:
+    """Each row's explanation, where the model has an explainer and the row an answer.
+
+    An explainer that fails costs the explanations of its batch, never a prediction.
+    """
+    if model.explainer is None:
+        return [None] * len(rows)
+    labels = [None if isinstance(a, Exception) else a[0] for a in answers]
+    try:
+        return model.explainer.explain_many(rows, labels)
+    except Exception as exc:  # an explanation is extra; the answers stand without it
+        log.warning("explanations failed: %r", exc)
+        return [None] * len(rows)
 
 
 def handlers(runtime: Runtime, watcher: ModelWatcher) -> dict[str, BatchHandler]:

@@ -521,3 +521,16 @@ def test_a_canarys_prediction_is_served_so_its_label_is_joined_to_it(settings: S
 
     (example,) = [json.loads(o.value) for o in joined.outputs]
     assert example["model_version"] == 9
+
+
+def test_a_task_carries_the_explanation_serving_gave(settings: Settings) -> None:
+    event = feature_events(1)[0]
+    unsure = _prediction(event, UNSURE).model_copy(update={"explanation": {"https": -0.7}})
+    labeling = _handlers(settings)
+
+    asked = _batch((labeling.on_predictions, [unsure]))
+
+    tasks_topic = Topics(settings.topic_prefix)("labeling_tasks")
+    (task,) = [LabelingTask.model_validate_json(o.value) for o in asked.outputs
+               if o.topic == tasks_topic]  # fmt: skip
+    assert task.explanation == {"https": -0.7}

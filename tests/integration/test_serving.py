@@ -86,6 +86,28 @@ def test_request_reply_through_the_client(settings: Settings, start_service: Sta
     assert again.correlation_id != reply.correlation_id
 
 
+def test_with_explanations_on_each_prediction_says_why_and_a_request_can_ask(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    publish_model(settings)
+    start_service("serving", EDDY_SERVING__EXPLAIN="true")
+    produce_features(settings, feature_events(20))
+
+    out = reader("predictions", Prediction).read_until(lambda items: len(items) >= 20)
+
+    features = feature_events(1)[0].features
+    for prediction in out:
+        assert prediction.explanation, "every prediction explained"  # type: ignore[attr-defined]
+        assert set(prediction.explanation) <= set(features)  # type: ignore[attr-defined]
+        assert len(prediction.explanation) <= 5  # type: ignore[attr-defined]
+    with EddyClient(settings) as client:
+        _wait_until_serving(client)
+        explained = client.predict(features, explain=True)
+        plain = client.predict(features)
+    assert explained.explanation and plain.explanation is None
+    assert explained.explanation == out[0].explanation  # type: ignore[attr-defined]
+
+
 def test_request_reply_reports_a_model_failure_as_an_error(
     settings: Settings, start_service: StartService, tmp_path: Path
 ) -> None:

@@ -198,13 +198,13 @@ def test_a_feature_an_event_lacks_adds_nothing_as_in_river(trained_classifier: A
     assert max(abs(proba[k] - expected[1][k]) for k in proba) <= TOLERANCE
 
 
-def test_softmax_and_linear_regression_compile_and_trees_stay_in_river() -> None:
+def test_softmax_and_linear_regression_compile_and_adaptive_trees_stay_in_river() -> None:
     softmax = preprocessing.StandardScaler() | linear_model.SoftmaxRegression()
     regression = preprocessing.StandardScaler() | linear_model.LinearRegression()
     for x in range(30):
         softmax.learn_one({"x": float(x), "y": 1.0}, f"c{x % 3}")
         regression.learn_one({"x": float(x), "y": 1.0}, 2.0 * x)
-    grown = tree.HoeffdingTreeClassifier()
+    grown = tree.HoeffdingAdaptiveTreeClassifier()
     grown.learn_one({"x": 1.0, "y": 1.0}, True)
 
     assert compiled(RiverPredictor(softmax), ["x", "y"]) is not None
