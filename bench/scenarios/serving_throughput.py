@@ -2,7 +2,9 @@
 
 Both read the same number of pre-produced feature events (10 numeric features), each trial in
 its own process, on servers of its own (``Context.own_servers``). The baseline consumes, decodes
-the JSON, adds one field, encodes and produces; serving runs a scaled logistic regression. The
+the JSON, adds one field, encodes and produces; serving runs a scaled logistic regression
+(compiled to ONNX, a batch per call). Serving runs three ways: alone, with a second model in
+shadow (answering every event too, on ``predictions.shadow``), and with explanations on. The
 rate is taken from the output messages' timestamps between the 10th and 90th percentile, so
 start-up and group joins do not count.
 """
@@ -20,11 +22,12 @@ from confluent_kafka import TopicPartition
 
 from bench.harness import Context, Figure, median_figure
 from schemas import FeatureEvent
-from services.core import registry
+from services.core import deployments, registry
 from services.core.datasets import default_classifier
 from services.core.embedded import spawn_child, stop_child
 from services.core.kafka import make_consumer, make_producer
 from services.core.settings import Settings
+from services.core.signing import Keyring
 from services.core.topics import Topics
 
 SCENARIO = "serving throughput"
@@ -43,12 +46,30 @@ def synthetic_rows(count: int, seed: int) -> list[tuple[dict[str, float], bool]]
     return rows
 
 
-def publish_model(settings: Settings) -> None:
+def publish_model(settings: Settings, seed: int = 1, hold: bool = False) -> int:
     """A scaled logistic regression trained on 2,000 synthetic rows, published and signed."""
     model = default_classifier()
-    for x, y in synthetic_rows(2000, seed=1):
+    for x, y in synthetic_rows(2000, seed=seed):
         model.learn_one(x, y)
-    registry.publish(settings, settings.model_name, registry.serialize_river(model))
+    artifact = registry.serialize_river(model)
+    return registry.publish(settings, settings.model_name, artifact, hold=hold).version
+
+
+def deploy_shadow(settings: Settings) -> None:
+    """A second model, held back, put in shadow beside the first."""
+    champion = publish_model(settings)
+    challenger = publish_model(settings, seed=3, hold=True)
+    record = deployments.change(
+        None,
+        Keyring.of(settings),
+        model_name=settings.model_name,
+        action="shadow",
+        mode="shadow",
+        champion_version=champion,
+        challenger_version=challenger,
+        decided_by="person",
+    )
+    deployments.announce(settings, record)
 
 
 def produce_features(settings: Settings, count: int) -> None:
@@ -159,26 +180,36 @@ def _bare_loop_rate(ctx: Context, count: int, safe: bool) -> float:
             stop_child(process)
 
 
-def _serving_rate(ctx: Context, count: int) -> float:
+def _serving_rate(ctx: Context, count: int, way: str = "alone") -> float:
     with ctx.own_servers():
         settings = ctx.settings()
-        publish_model(settings)
+        if way == "shadow":
+            deploy_shadow(settings)
+        else:
+            publish_model(settings)
+        env = {"EDDY_SERVING__EXPLAIN": "true"} if way == "explained" else {}
         produce_features(settings, count)
-        with ctx.services(settings, "serving"):
-            return output_rate(settings, "predictions", count)
+        with ctx.services(settings, "serving", **env):
+            rate = output_rate(settings, "predictions", count)
+            if way == "shadow":  # the shadow's answers must all be there too
+                output_rate(settings, "shadow_predictions", count)
+            return rate
 
 
 def run(ctx: Context) -> list[Figure]:
     """Median events/s of serving and of both bare loops, and the ratios."""
     count = 5_000 if ctx.quick else 50_000
-    safe, fast, serving = [], [], []
+    safe, fast, serving, shadow, explained = [], [], [], [], []
     for i in range(ctx.repeats):
         safe.append(_baseline_rate(ctx, count, safe=True))
         fast.append(_baseline_rate(ctx, count, safe=False))
         serving.append(_serving_rate(ctx, count))
+        shadow.append(_serving_rate(ctx, count, "shadow"))
+        explained.append(_serving_rate(ctx, count, "explained"))
         ctx.progress(
             f"   run {i + 1}: bare loop {safe[-1]:,.0f}/s (at-least-once), "
-            f"{fast[-1]:,.0f}/s (fire-and-forget); serving {serving[-1]:,.0f}/s"
+            f"{fast[-1]:,.0f}/s (fire-and-forget); serving {serving[-1]:,.0f}/s, with a "
+            f"shadow {shadow[-1]:,.0f}/s, explaining {explained[-1]:,.0f}/s"
         )
     name = f"serving events/s, {count:,} events"
     return [
@@ -199,5 +230,23 @@ def run(ctx: Context) -> list[Figure]:
             fast,
             target=">= 0.8x bare loop",
             met=lambda v, b: b is not None and v >= 0.8 * b,
+        ),
+        median_figure(
+            SCENARIO,
+            f"{name}, a second model in shadow vs serving alone",
+            "ev/s",
+            shadow,
+            serving,
+            target=">= 0.8x",
+            met=lambda v, b: b is not None and v >= 0.8 * b,
+        ),
+        median_figure(
+            SCENARIO,
+            f"{name}, explanations on vs off",
+            "ev/s",
+            explained,
+            serving,
+            target=">= 0.7x",
+            met=lambda v, b: b is not None and v >= 0.7 * b,
         ),
     ]
