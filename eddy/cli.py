@@ -599,6 +599,7 @@ def models_deploy(
     person or a rule changes it (--follow: newer versions take over as they come).
     """
     from services.core import deployments
+    from services.core.artifacts import artifact_store
     from services.core.registry import find, load_verified, read_versions
     from services.core.signing import Keyring
 
@@ -608,7 +609,7 @@ def models_deploy(
     keys = Keyring.of(settings)
     versions = [v for v in read_versions(settings) if v.model_name == name]
     target = find(versions, name, version)
-    load_verified(target, keys, settings.registry_dir)  # what serving would refuse, refused here
+    load_verified(target, keys, artifact_store(settings))  # what serving would refuse, refused
     previous = deployments.latest(deployments.read_deployments(settings, name))
     plan = deployments.plan(versions, previous)
     if plan.champion is None:
@@ -766,6 +767,11 @@ def models_prune(dry_run: bool, as_json: bool) -> None:
     from services.core.registry import orphaned_artifacts, read_versions
 
     settings = _settings()
+    if settings.registry_uri:
+        raise click.ClickException(
+            f"artifacts are in object storage ({settings.registry_uri}): prune them there, with "
+            "the bucket's lifecycle rules; this command prunes the local folder only"
+        )
     orphans = orphaned_artifacts(settings.registry_dir, read_versions(settings))
     freed = sum(path.stat().st_size for path in orphans)
     if not dry_run:

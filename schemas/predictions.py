@@ -26,7 +26,8 @@ class Prediction(Payload):
     ts: datetime = Field(description="Event time of the feature event.")
     features: Features = Field(
         description="The features the prediction was made on, as served: labeling joins labels to "
-        "them, so a model learns from what it saw."
+        "them, so a model learns from what it saw. Empty on a shadow's prediction: the "
+        "champion's of the same event carries them."
     )
     model_name: str
     model_version: int = Field(ge=1)

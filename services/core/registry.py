@@ -1,5 +1,7 @@
 """The model registry: signed artifacts in a store, their versions as messages on ``models``.
 
+The store is a folder or an object store (``artifacts.py``).
+
 A version record is signed whole (signing.py): its signature covers every field, the
 artifact's SHA-256 included. Loading checks, in this order and before anything is
 deserialised: the record's signature, that the artifact's URI is inside the registry folder,
@@ -24,6 +26,7 @@ from pydantic import BaseModel
 
 from schemas import ModelVersion, OffsetRange
 from schemas.models import Flavour, ModelSpec, Task, Trigger
+from services.core.artifacts import ArtifactStore, LocalStore, artifact_store
 from services.core.exceptions import ArtifactError
 from services.core.kafka import end_offsets, make_consumer, make_producer
 from services.core.settings import Settings
@@ -31,9 +34,6 @@ from services.core.signing import Keyring
 from services.core.topics import TopicRole, Topics
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
-
-#: Largest artifact serving will read, so a hostile URI cannot exhaust memory.
-MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
 
 
 def sha256_hex(data: bytes) -> str:
@@ -73,43 +73,6 @@ def verify(version: ModelVersion, data: bytes, keys: Keyring) -> None:
         raise ArtifactError(f"{version.model_name} v{version.version}: checksum mismatch")
 
 
-class ArtifactStore:
-    """Artifacts as files under one directory, addressed by ``file://`` URIs."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def save(self, model_name: str, version: int, data: bytes) -> str:
-        """Write an artifact (atomically) and return its URI."""
-        folder = self.root / model_name
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"v{version}-{uuid.uuid4().hex[:8]}.bin"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        return path.resolve().as_uri()
-
-    def load(self, uri: str) -> bytes:
-        """The bytes behind ``uri``, or ArtifactError saying why they cannot be read.
-
-        Only files inside the store's folder are read: a record that names any other path
-        (``file:///etc/passwd``, ``../``) is refused before anything is opened.
-        """
-        parsed = urlparse(uri)
-        if parsed.scheme != "file":
-            raise ArtifactError(f"unsupported artifact URI scheme {parsed.scheme!r} in {uri}")
-        path = Path(unquote(parsed.path)).resolve()
-        if not path.is_relative_to(self.root.resolve()):
-            raise ArtifactError(f"artifact {uri} is outside the registry folder {self.root}")
-        try:
-            size = path.stat().st_size
-            if size > MAX_ARTIFACT_BYTES:
-                raise ArtifactError(f"artifact {uri} is {size} bytes, over {MAX_ARTIFACT_BYTES}")
-            return path.read_bytes()
-        except OSError as exc:
-            raise ArtifactError(f"cannot read artifact {uri}: {exc.strerror}") from exc
-
-
 def orphaned_artifacts(root: Path, history: list[ModelVersion]) -> list[Path]:
     """Artifact files under ``root`` that no version in ``history`` names.
 
@@ -141,10 +104,17 @@ def serialize_river(model: Any) -> bytes:
     return deep_pickle(model)
 
 
-def load_verified(version: ModelVersion, keys: Keyring, root: Path) -> tuple[bytes, Any]:
-    """Verify the record, read and check the artifact, deserialize: (bytes, model or ONNX)."""
+def load_verified(
+    version: ModelVersion, keys: Keyring, store: ArtifactStore | Path
+) -> tuple[bytes, Any]:
+    """Verify the record, read and check the artifact, deserialize: (bytes, model or ONNX).
+
+    ``store``: where artifacts are (a folder is the local store of files under it).
+    """
     verify_record(version, keys)
-    data = ArtifactStore(root).load(version.artifact_uri)
+    if isinstance(store, Path):
+        store = LocalStore(store)
+    data = store.load(version.artifact_uri)
     verify(version, data, keys)
     if version.flavour == "onnx":
         return data, data
@@ -219,7 +189,7 @@ def publish(
     if version is None:
         known = [v.version for v in read_versions(settings) if v.model_name == model_name]
         version = max(known, default=0) + 1
-    uri = ArtifactStore(settings.registry_dir).save(model_name, version, artifact)
+    uri = artifact_store(settings).save(model_name, version, artifact)
     message = ModelVersion(
         model_name=model_name,
         version=version,
@@ -291,7 +261,7 @@ def reannounce(settings: Settings, target: ModelVersion, trigger: Trigger) -> Mo
     champion. The artifact is verified first: a version that would be refused is not announced.
     """
     keys = Keyring.of(settings)
-    load_verified(target, keys, settings.registry_dir)
+    load_verified(target, keys, artifact_store(settings))
     history = [v for v in read_versions(settings) if v.model_name == target.model_name]
     message = target.model_copy(
         update={

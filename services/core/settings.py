@@ -436,6 +436,21 @@ class MonitoringSettings(_Group):
     )
 
 
+class ObjectStoreSettings(_Group):
+    """The S3-compatible object store of ``EDDY_REGISTRY_URI=s3://...`` (AWS S3, MinIO...)."""
+
+    endpoint: str = Field(
+        "", description="The store's URL (empty: AWS S3 itself); e.g. http://minio:9000."
+    )
+    region: str = Field("", description="The bucket's region (empty: us-east-1).")
+    access_key_id: str = Field("", description="Access key id (empty: the AWS_* environment).")
+    secret_access_key: SecretStr = Field(
+        SecretStr(""),
+        description="Secret access key (also EDDY_OBJECT_STORE__SECRET_ACCESS_KEY_FILE).",
+    )
+    allow_http: bool = Field(False, description="Allow a plain-HTTP endpoint (a local MinIO).")
+
+
 #: Secrets that may also come from a file named by ``EDDY_<NAME>_FILE``: (group, field).
 SECRET_FIELDS = (
     ("", "signing_key"),
@@ -445,6 +460,7 @@ SECRET_FIELDS = (
     ("kafka", "sasl_password"),
     ("kafka", "ssl_key_password"),
     ("labeling", "ui_session_key"),
+    ("object_store", "secret_access_key"),
 )
 
 
@@ -501,7 +517,15 @@ class Settings(BaseSettings):
         "EDDY_PII_KEY_FILE); changing it changes every hashed value.",
     )
     registry_dir: Path = Field(
-        DEFAULT_HOME / "registry", description="Where model artifacts are stored (file URIs)."
+        DEFAULT_HOME / "registry",
+        description="Where model artifacts are stored as files (file URIs), unless "
+        "EDDY_REGISTRY_URI names an object store.",
+    )
+    registry_uri: str = Field(
+        "",
+        description="s3://bucket/prefix: keep artifacts in S3-compatible object storage "
+        "(EDDY_OBJECT_STORE__*), readable from every machine; empty: files under "
+        "EDDY_REGISTRY_DIR.",
     )
     model_name: str = Field(
         "default",
@@ -524,6 +548,7 @@ class Settings(BaseSettings):
     labeling: LabelingSettings = LabelingSettings()
     training: TrainingSettings = TrainingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    object_store: ObjectStoreSettings = ObjectStoreSettings()
 
     @model_validator(mode="before")
     @classmethod

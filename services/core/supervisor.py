@@ -16,7 +16,9 @@ from services.core.embedded import spawn_child, stop_child
 from services.core.settings import Settings
 
 #: Nested settings groups, passed to child processes whole.
-SETTINGS_GROUPS = ("kafka", "ingest", "serving", "labeling", "training", "monitoring")
+SETTINGS_GROUPS = (
+    "kafka", "ingest", "serving", "labeling", "training", "monitoring", "object_store",
+)  # fmt: skip
 
 #: Every service with an entry point, in the order they start (and stop in reverse).
 SERVICES = ("ingest", "serving", "labeling", "training", "monitoring")
@@ -91,6 +93,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "EDDY_TRUSTED_KEYS": json.dumps(settings.trusted_keys),
         "EDDY_REVOKED_KEYS": json.dumps(settings.revoked_keys),
         "EDDY_REGISTRY_DIR": str(settings.registry_dir),
+        "EDDY_REGISTRY_URI": settings.registry_uri,
         "EDDY_MODEL_NAME": settings.model_name,
         "EDDY_METRICS_HOST": settings.metrics_host,
         "EDDY_LOG_LEVEL": settings.log_level,

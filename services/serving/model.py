@@ -21,6 +21,7 @@ from river import base as river_base
 
 from schemas import ModelVersion
 from schemas.base import Features, Target
+from services.core.artifacts import ArtifactStore
 from services.core.exceptions import ArtifactError
 from services.core.registry import load_verified
 from services.core.signing import Keyring
@@ -162,14 +163,17 @@ class LoadedModel:
 
 
 def load_model(
-    version: ModelVersion, keys: Keyring, root: Path, compile_over: Sequence[str] | None = None
+    version: ModelVersion,
+    keys: Keyring,
+    store: ArtifactStore | Path,
+    compile_over: Sequence[str] | None = None,
 ) -> LoadedModel:
     """Verify and load a version; ArtifactError if it must not or cannot be served.
 
     ``compile_over``: the numeric features, in order, to compile a River model over (None: run
     it in River).
     """
-    data, obj = load_verified(version, keys, root)
+    data, obj = load_verified(version, keys, store)
     if version.flavour == "river":
         if not hasattr(obj, "predict_one"):
             raise ArtifactError(f"{version.model_name} v{version.version}: not a River estimator")

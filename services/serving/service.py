@@ -89,7 +89,7 @@ class FeaturesHandler:
                     event.event_id,
                     event.entity_id,
                     event.ts,
-                    event.features,
+                    {} if shadow else event.features,  # the champion's prediction has them
                     version.model_name,
                     version.version,
                     label,

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from schemas import Deployment, ModelVersion
 from schemas.models import DeploymentMode
 from services.core import deployments, metrics
+from services.core.artifacts import artifact_store
 from services.core.exceptions import ArtifactError
 from services.core.feature_schema import FeatureSchema
 from services.core.kafka import end_offsets, make_consumer
@@ -57,7 +58,7 @@ class ModelWatcher:
     def __init__(self, settings: Settings, service: str) -> None:
         self.model_name = settings.model_name
         self.keys = Keyring.of(settings).require_verifying()
-        self.root = settings.registry_dir
+        self.store = artifact_store(settings)
         self.service = service
         topics = Topics(settings.topic_prefix)
         self.topics = [topics("models"), topics("deployments")]
@@ -264,7 +265,7 @@ class ModelWatcher:
             )
             return None
         try:
-            return load_model(version, self.keys, self.root, self.compile_over)
+            return load_model(version, self.keys, self.store, self.compile_over)
         except ArtifactError as error:
             self._refused.add(number)
             metrics.MODELS_REFUSED.labels(self.service, "artifact").inc()

@@ -38,6 +38,7 @@ from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from schemas import DriftEvent, ModelVersion, OffsetRange, TrainingExample
 from schemas.models import ModelSpec, Trigger
 from services.core import metrics, registry
+from services.core.artifacts import artifact_store
 from services.core.checkpoint import CheckpointStore
 from services.core.feature_schema import FeatureSchema
 from services.core.kafka import batching_fetches, make_producer
@@ -191,7 +192,7 @@ class Trainer:
         champion = candidates[0]
         if latest is not None:
             _data, model = registry.load_verified(
-                latest, Keyring.of(self.settings), self.settings.registry_dir
+                latest, Keyring.of(self.settings), artifact_store(self.settings)
             )
             named = latest.spec.name if latest.spec is not None else None
             champion = next((c for c in candidates if c.name == named), candidates[0])

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from schemas import DeadLetter, ModelVersion, Prediction, PredictionReply
 from schemas.base import Features
 from services.core import registry
+from services.core.artifacts import LocalStore
 from services.core.client import EddyClient, PredictionFailedError
 from services.core.onnx_compile import TOLERANCE
 from services.core.settings import Settings
@@ -182,7 +183,7 @@ def test_forged_tampered_replayed_and_out_of_store_versions_are_refused_serving_
     good = publish_model(settings)
     serving = start_service("serving")
     artifact = trained_model(rows=300)
-    uri = registry.ArtifactStore(settings.registry_dir).save("default", 2, artifact)
+    uri = LocalStore(settings.registry_dir).save("default", 2, artifact)
     record = ModelVersion(
         model_name="default", version=2, flavour="river", artifact_uri=uri,
         sha256=registry.sha256_hex(artifact), key_id="hmac:0000000000000000",

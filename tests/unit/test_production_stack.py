@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -32,7 +33,11 @@ GRAFANA_DATASOURCES = ROOT / "infra" / "grafana" / "provisioning" / "datasources
 GRAFANA_DASHBOARD_PROVIDERS = ROOT / "infra" / "grafana" / "provisioning" / "dashboards"
 GRAFANA_DASHBOARDS = ROOT / "infra" / "grafana" / "dashboards"
 
-SECRET_VARIABLES = ("EDDY_SIGNING_KEY", "GF_SECURITY_ADMIN_PASSWORD")
+SECRET_VARIABLES = (
+    "EDDY_SIGNING_KEY",
+    "GF_SECURITY_ADMIN_PASSWORD",
+    "EDDY_OBJECT_STORE__SECRET_ACCESS_KEY",
+)
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|SIGNING_KEY|API_KEY")
 REQUIRED_FROM_HOST = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}$")
 EDDY_RUN = re.compile(r"^run\s+(\S+)$")
@@ -348,18 +353,16 @@ def test_broker_never_auto_creates_topics(compose_services: dict[str, dict[str, 
     )
 
 
-def test_serving_keeps_the_model_registry_on_a_named_volume(compose: dict[str, Any]) -> None:
-    serving = compose["services"]["serving"]
-    registry_dir = environment(serving)["EDDY_REGISTRY_DIR"]
-    sources_by_target = {
-        parts[1]: parts[0]
-        for parts in (str(volume).split(":") for volume in serving.get("volumes", []))
-    }
-    source = sources_by_target.get(registry_dir)
-    assert source in (compose.get("volumes") or {}), (
-        f"EDDY_REGISTRY_DIR={registry_dir} of serving should be a named volume, "
-        f"mounts are {sources_by_target}"
-    )
+def test_artifacts_live_in_the_object_store_of_compose(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("serving", "training"):
+        env = environment(services[name])
+        assert env["EDDY_REGISTRY_URI"].startswith("s3://"), f"{name} keeps artifacts on a disk"
+        endpoint = urlparse(env["EDDY_OBJECT_STORE__ENDPOINT"])
+        assert endpoint.hostname in services, f"{name}'s object store is not a compose service"
+        assert "volumes" not in services[name], f"{name} should need no shared disk"
+    bucket = urlparse(environment(services["serving"])["EDDY_REGISTRY_URI"]).netloc
+    assert bucket in " ".join(services["bucket"]["command"]), "the bucket service creates it"
 
 
 def test_every_file_compose_mounts_from_the_repository_exists(

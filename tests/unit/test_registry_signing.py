@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas import ModelVersion
 from schemas.models import Flavour
+from services.core.artifacts import LocalStore
 from services.core.datasets import default_classifier
 from services.core.exceptions import ArtifactError, ConfigurationError
 from services.core.registry import (
-    ArtifactStore,
     load_verified,
     serialize_river,
     sha256_hex,
@@ -124,14 +124,14 @@ def test_verify_refuses_bytes_and_checksum_swapped_together() -> None:
 def test_saved_artifact_loads_back_identical(tmp_path: Path) -> None:
     data = bytes(range(256)) * 100
 
-    uri = ArtifactStore(tmp_path).save("phishing", 1, data)
+    uri = LocalStore(tmp_path).save("phishing", 1, data)
 
     assert uri.startswith("file://")
-    assert ArtifactStore(tmp_path).load(uri) == data
+    assert LocalStore(tmp_path).load(uri) == data
 
 
 def test_store_handles_a_root_with_spaces_and_unicode(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path / "my models é")
+    store = LocalStore(tmp_path / "my models é")
 
     uri = store.save("phishing", 1, b"data")
 
@@ -140,7 +140,7 @@ def test_store_handles_a_root_with_spaces_and_unicode(tmp_path: Path) -> None:
 
 
 def test_saving_the_same_version_twice_keeps_both_and_no_temp_files(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path)
+    store = LocalStore(tmp_path)
 
     first = store.save("phishing", 1, b"one")
     second = store.save("phishing", 1, b"two")
@@ -161,20 +161,20 @@ def test_saving_the_same_version_twice_keeps_both_and_no_temp_files(tmp_path: Pa
     ],
 )
 def test_unsupported_uri_scheme_raises_artifact_error(uri: str, tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match="unsupported artifact URI scheme"):
-        ArtifactStore(tmp_path).load(uri)
+    with pytest.raises(ArtifactError, match="not in this registry"):
+        LocalStore(tmp_path).load(uri)
 
 
 def test_missing_artifact_raises_artifact_error(tmp_path: Path) -> None:
     uri = (tmp_path / "gone.bin").as_uri()
 
     with pytest.raises(ArtifactError, match="cannot read artifact"):
-        ArtifactStore(tmp_path).load(uri)
+        LocalStore(tmp_path).load(uri)
 
 
 def test_artifact_uri_that_is_a_directory_raises_artifact_error(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="cannot read artifact"):
-        ArtifactStore(tmp_path.parent).load(tmp_path.as_uri())
+        LocalStore(tmp_path.parent).load(tmp_path.as_uri())
 
 
 # Verified loading
@@ -185,7 +185,7 @@ def test_signed_river_model_loads_and_predicts_like_the_original(tmp_path: Path)
     model.learn_one({"x": 1.0}, True)
     model.learn_one({"x": -1.0}, False)
     data = serialize_river(model)
-    uri = ArtifactStore(tmp_path).save("phishing", 3, data)
+    uri = LocalStore(tmp_path).save("phishing", 3, data)
 
     loaded_bytes, loaded = load_verified(version_for(data, uri), KEYS, tmp_path)
 
@@ -195,14 +195,14 @@ def test_signed_river_model_loads_and_predicts_like_the_original(tmp_path: Path)
 
 def test_onnx_artifact_is_returned_as_bytes_without_unpickling(tmp_path: Path) -> None:
     data = b"not a pickle at all"
-    uri = ArtifactStore(tmp_path).save("phishing", 3, data)
+    uri = LocalStore(tmp_path).save("phishing", 3, data)
 
     assert load_verified(version_for(data, uri, flavour="onnx"), KEYS, tmp_path) == (data, data)
 
 
 def test_signed_but_unreadable_pickle_raises_artifact_error(tmp_path: Path) -> None:
     data = b"\x80\x05garbage"
-    uri = ArtifactStore(tmp_path).save("phishing", 3, data)
+    uri = LocalStore(tmp_path).save("phishing", 3, data)
 
     with pytest.raises(ArtifactError, match="cannot load"):
         load_verified(version_for(data, uri), KEYS, tmp_path)
@@ -220,7 +220,7 @@ def test_hostile_pickle_really_runs_code_when_unpickled(tmp_path: Path) -> None:
 def test_tampered_artifact_is_never_unpickled(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     data = serialize_river(default_classifier())
-    uri = ArtifactStore(tmp_path).save("phishing", 3, data)
+    uri = LocalStore(tmp_path).save("phishing", 3, data)
     version = version_for(data, uri)
     (artifact,) = (tmp_path / "phishing").glob("*.bin")
     artifact.write_bytes(pickle.dumps(MakesMarkerWhenUnpickled(marker)))
@@ -233,7 +233,7 @@ def test_tampered_artifact_is_never_unpickled(tmp_path: Path) -> None:
 def test_hostile_pickle_signed_with_another_key_is_never_unpickled(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     hostile = pickle.dumps(MakesMarkerWhenUnpickled(marker))
-    uri = ArtifactStore(tmp_path).save("phishing", 3, hostile)
+    uri = LocalStore(tmp_path).save("phishing", 3, hostile)
 
     with pytest.raises(ArtifactError, match="signed by unknown key"):
         load_verified(version_for(hostile, uri, key=b"attacker-key"), KEYS, tmp_path)
@@ -302,7 +302,7 @@ def test_an_artifact_outside_the_registry_folder_is_refused_before_it_is_read(
 
 
 def _ed25519_record(private: Ed25519PrivateKey, tmp_path: Path, data: bytes) -> ModelVersion:
-    uri = ArtifactStore(tmp_path).save("phishing", 3, data)
+    uri = LocalStore(tmp_path).save("phishing", 3, data)
     unsigned = version_for(data, uri)
     return signed(unsigned, Keyring(private=private))
 

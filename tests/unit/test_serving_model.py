@@ -13,10 +13,11 @@ from river import linear_model, preprocessing, tree
 
 from schemas import ModelVersion
 from schemas.models import Flavour
+from services.core.artifacts import LocalStore
 from services.core.datasets import default_classifier, stream
 from services.core.exceptions import ArtifactError
 from services.core.onnx_compile import TOLERANCE
-from services.core.registry import ArtifactStore, serialize_river, sha256_hex, signed
+from services.core.registry import serialize_river, sha256_hex, signed
 from services.core.signing import Keyring
 from services.serving.model import RiverPredictor, answer_all, compiled, load_model
 
@@ -38,7 +39,7 @@ def phishing_rows() -> list[tuple[dict[str, Any], Any]]:
 
 
 def signed_version(tmp_path: Path, data: bytes, flavour: Flavour, **changes: Any) -> ModelVersion:
-    uri = ArtifactStore(tmp_path).save("phishing", 1, data)
+    uri = LocalStore(tmp_path).save("phishing", 1, data)
     fields: dict[str, Any] = {
         "model_name": "phishing",
         "version": 1,

@@ -185,8 +185,8 @@ def test_metrics_listen_on_this_machine_only_unless_told_otherwise() -> None:
 def test_nested_secrets_can_come_from_files_too(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    (tmp_path / "sasl").write_text("sasl-secret\n")
-    (tmp_path / "redis").write_text("redis-secret\n")
+    (tmp_path / "sasl").write_text("sasl-7f3a9\n")
+    (tmp_path / "redis").write_text("redis-c41d2\n")
     monkeypatch.setenv("EDDY_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("EDDY_KAFKA__SASL_USERNAME", "eddy")
     monkeypatch.setenv("EDDY_KAFKA__SASL_PASSWORD_FILE", str(tmp_path / "sasl"))
@@ -194,9 +194,10 @@ def test_nested_secrets_can_come_from_files_too(
 
     settings = Settings()
 
-    assert settings.kafka.sasl_password.get_secret_value() == "sasl-secret"
-    assert settings.redis_password.get_secret_value() == "redis-secret"
-    assert "secret" not in repr(settings) and "secret" not in settings.model_dump_json()
+    assert settings.kafka.sasl_password.get_secret_value() == "sasl-7f3a9"
+    assert settings.redis_password.get_secret_value() == "redis-c41d2"
+    for value in ("sasl-7f3a9", "redis-c41d2"):
+        assert value not in repr(settings) and value not in settings.model_dump_json()
 
 
 def test_sasl_settings_become_librdkafka_properties_and_need_credentials(
