@@ -355,6 +355,101 @@ def models_publish(model_name: str | None, dataset: str, warmup: int, hold: bool
     click.echo(f"published {version.model_name} v{version.version} ({version.artifact_uri}){held}")
 
 
+@models.command("import")
+@click.argument("graph", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--features",
+    required=True,
+    help="The graph's input columns, in order, comma-separated: every feature of the schema.",
+)
+@click.option(
+    "--classes",
+    default=None,
+    help="A classifier's output columns, in order, comma-separated (default: the target's "
+    "declared classes; a boolean target's false,true).",
+)
+@click.option("--name", "model_name", default=None, help="Model name (default: serving's).")
+@click.option("--hold", is_flag=True, help="Do not serve it until `eddy models deploy` says so.")
+@click.option("--description", default="", help="What it is, for `eddy models list`.")
+def models_import(
+    graph: Path,
+    features: str,
+    classes: str | None,
+    model_name: str | None,
+    hold: bool,
+    description: str,
+) -> None:
+    """Publish your own ONNX graph (from skl2onnx, say), checked against the feature schema.
+
+    Serving feeds it one float matrix, the features in the order given, and reads
+    `probabilities` (a classifier: skl2onnx with options={"zipmap": False}) or `value` /
+    `variable` (a regressor).
+    """
+    import json
+
+    from services.core import registry
+    from services.core.exceptions import ArtifactError
+    from services.core.feature_schema import FeatureSchema
+    from services.core.onnx_models import check_graph
+    from services.core.rejection import Rejection
+
+    settings = _settings()
+    schema = FeatureSchema.load(settings.ingest.feature_schema)
+    names = [n.strip() for n in features.split(",") if n.strip()]
+    expected = set(schema.model_features())
+    if set(names) != expected or len(names) != len(set(names)):
+        missing, unknown = sorted(expected - set(names)), sorted(set(names) - expected)
+        raise click.BadParameter(
+            f"name every feature of schema {schema.name!r} once; missing {missing}, "
+            f"not in the schema {unknown}",
+            param_hint="--features",
+        )
+    target = schema.target
+    order: list[Any] | None = None
+    if target.type == "regression":
+        if classes:
+            raise click.BadParameter("a regression target has no classes", param_hint="--classes")
+    elif classes is None:
+        order = list(target.classes) if target.classes else None
+        if order is None and target.type == "binary":
+            order = [False, True]
+        if order is None:
+            raise click.BadParameter(
+                "the target declares no classes: name the graph's output columns in order",
+                param_hint="--classes",
+            )
+    else:
+        order = []
+        for text in (t.strip() for t in classes.split(",")):
+            try:
+                value: Any = json.loads(text)
+            except ValueError:
+                value = text
+            checked = target.check(value)
+            if isinstance(checked, Rejection):
+                raise click.BadParameter(f"{text!r}: {checked.detail}", param_hint="--classes")
+            order.append(checked)
+    data = graph.read_bytes()
+    try:
+        check_graph(data, names, order)
+    except ArtifactError as error:
+        raise click.ClickException(f"{graph}: {error}") from None
+    version = registry.publish(
+        settings,
+        model_name or settings.model_name,
+        data,
+        flavour="onnx",
+        trigger="manual",
+        feature_names=names,
+        classes=order,
+        task=target.type,
+        hold=hold,
+        description=description or f"imported from {graph.name}",
+    )
+    held = " (held: `eddy models deploy` serves it)" if hold else ""
+    click.echo(f"published {version.model_name} v{version.version} ({version.artifact_uri}){held}")
+
+
 @models.command("list")
 @click.option("--name", "model_name", default=None, help="Only this model.")
 def models_list(model_name: str | None) -> None:

@@ -23,6 +23,7 @@ from schemas import ModelVersion
 from schemas.base import Features, Target
 from services.core.artifacts import ArtifactStore
 from services.core.exceptions import ArtifactError
+from services.core.onnx_models import check_graph, graph_shape
 from services.core.registry import load_verified
 from services.core.signing import Keyring
 from services.serving.explain import Explainer, explainer_for
@@ -102,10 +103,10 @@ class RiverPredictor:
 class OnnxPredictor:
     """A model compiled to ONNX, run by onnxruntime: float rows in feature order.
 
-    The graph takes input ``features`` of shape [N, n] and returns ``probabilities`` of shape
-    [N, k] (the classes' order given at compile time) or ``value`` of shape [N, 1]. A feature
-    an event lacks is ``missing``: NaN for Eddy's compiled graphs (which treat it as River
-    does), 0 for a user's graph.
+    The graph takes one input of shape [N, n] and returns ``probabilities`` of shape [N, k]
+    (the classes' order given) or ``value`` / ``variable`` of shape [N, 1]
+    (``services.core.onnx_models``). A feature an event lacks is ``missing``: NaN for Eddy's
+    compiled graphs (which treat it as River does), 0 for a user's graph.
     """
 
     runtime: Runtime = "onnx"
@@ -119,20 +120,21 @@ class OnnxPredictor:
     ) -> None:
         import onnxruntime
 
+        check_graph(data, feature_names, classes)
+        shape = graph_shape(data, classes)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(
             data, options, providers=["CPUExecutionProvider"]
         )
+        self.input, self.output = shape.input_name, shape.output_name
         self.feature_names = feature_names
         self.classes = classes
-        self.dtype = (
-            np.float64 if self.session.get_inputs()[0].type == "tensor(double)" else np.float32
-        )
+        double = self.session.get_inputs()[0].type == "tensor(double)"
+        self.dtype = np.float64 if double else np.float32
         self.keys = [str(c) for c in classes] if classes else []
         self.missing = missing
-        self.output = "probabilities" if classes else "value"
 
     def predict(self, features: Features) -> Answer:
         """Run the graph on one row."""
@@ -142,9 +144,9 @@ class OnnxPredictor:
         """Run the graph once on all rows."""
         names, missing = self.feature_names, self.missing
         matrix = np.array([[row.get(n, missing) for n in names] for row in rows], self.dtype)
-        (out,) = self.session.run([self.output], {"features": matrix})
+        (out,) = self.session.run([self.output], {self.input: matrix})
         if not self.classes:
-            return [(value, None) for (value,) in out.tolist()]
+            return [(row[0], None) for row in out.reshape(len(rows), -1).tolist()]
         classes, keys = self.classes, self.keys
         best = np.argmax(out, axis=1).tolist()
         return [
