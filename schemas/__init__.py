@@ -10,7 +10,12 @@ from schemas.drift import DriftEvent
 from schemas.events import DeadLetter, FeatureEvent, RawEvent
 from schemas.labels import Label, LabelingTask, TrainingExample
 from schemas.models import Deployment, ModelVersion, OffsetRange
-from schemas.predictions import Prediction, PredictionReply, PredictionRequest
+from schemas.predictions import (
+    Prediction,
+    PredictionReply,
+    PredictionRequest,
+    ShadowAnswers,
+)
 
 #: Every topic payload by its class name, as ``infra/topics.toml`` names them.
 PAYLOADS: dict[str, type[Payload]] = {
@@ -28,6 +33,7 @@ PAYLOADS: dict[str, type[Payload]] = {
         PredictionReply,
         PredictionRequest,
         RawEvent,
+        ShadowAnswers,
         TrainingExample,
     )
 }
@@ -48,5 +54,6 @@ __all__ = [
     "PredictionReply",
     "PredictionRequest",
     "RawEvent",
+    "ShadowAnswers",
     "TrainingExample",
 ]

@@ -7,13 +7,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import pydantic_core
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.base import Features, Identifier, Payload, Target, utc_now
 
-#: Who made a prediction: the champion, the challenger answering its canary share (both on
-#: ``predictions``), or the challenger in shadow (on ``predictions.shadow`` only).
-Variant = Literal["champion", "canary", "shadow"]
+#: Who made a served prediction: the champion, or the challenger answering its canary share. (A
+#: challenger in shadow answers on ``predictions.shadow`` only, as ``ShadowAnswers``.)
+Variant = Literal["champion", "canary"]
 #: Feature → its contribution toward the answer (services/serving/explain.py), at most 20.
 Explanation = Annotated[dict[str, float], Field(max_length=20)]
 
@@ -26,8 +26,7 @@ class Prediction(Payload):
     ts: datetime = Field(description="Event time of the feature event.")
     features: Features = Field(
         description="The features the prediction was made on, as served: labeling joins labels to "
-        "them, so a model learns from what it saw. Empty on a shadow's prediction: the "
-        "champion's of the same event carries them."
+        "them, so a model learns from what it saw."
     )
     model_name: str
     model_version: int = Field(ge=1)
@@ -65,10 +64,7 @@ def prediction_json(
     equal.
     """
     prediction = _target(prediction)
-    if probabilities is not None:
-        for key, value in probabilities.items():
-            if not (isinstance(key, str) and isinstance(value, float) and math.isfinite(value)):
-                raise ValueError(f"the model gave a probability {key!r}: {value!r}")
+    _check_probabilities(probabilities)
     return pydantic_core.to_json(
         {
             "schema_version": 1,
@@ -87,6 +83,36 @@ def prediction_json(
     )
 
 
+def shadow_answer(
+    event_id: str, prediction: Any, probabilities: dict[str, float] | None
+) -> dict[str, Any]:
+    """One ``ShadowAnswer`` as a dict, checked as ``prediction_json`` checks a prediction."""
+    _check_probabilities(probabilities)
+    return {"event_id": event_id, "prediction": _target(prediction), "probabilities": probabilities}
+
+
+def shadow_answers_json(
+    model_name: str, model_version: int, answers: list[dict[str, Any]]
+) -> bytes:
+    """What ``ShadowAnswers(...).model_dump_json()`` gives, from checked answers."""
+    return pydantic_core.to_json(
+        {
+            "schema_version": 1,
+            "model_name": model_name,
+            "model_version": model_version,
+            "answers": answers,
+            "served_at": utc_now(),
+        }
+    )
+
+
+def _check_probabilities(probabilities: dict[str, float] | None) -> None:
+    if probabilities is not None:
+        for key, value in probabilities.items():
+            if not (isinstance(key, str) and isinstance(value, float) and math.isfinite(value)):
+                raise ValueError(f"the model gave a probability {key!r}: {value!r}")
+
+
 def _target(value: Any) -> Target | None:
     if value is None or isinstance(value, bool | int | str):
         return value
@@ -98,6 +124,30 @@ def _target(value: Any) -> Target | None:
     if callable(item):
         return _target(item())
     raise ValueError(f"the model predicted a {type(value).__name__}, not a class or a number")
+
+
+class ShadowAnswer(BaseModel):
+    """A shadow's answer to one event."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Identifier
+    prediction: Target | None
+    probabilities: dict[str, float] | None = None
+
+
+class ShadowAnswers(Payload):
+    """A challenger in shadow's answers to one batch of events, in one message.
+
+    Never served: monitoring keeps them until the events' labels come, to score the challenger
+    against the champion on the same events. One message a batch, not one an event, so a
+    shadow costs serving and the broker a fraction of a second model's served predictions.
+    """
+
+    model_name: str
+    model_version: int = Field(ge=1)
+    answers: list[ShadowAnswer] = Field(max_length=100_000)
+    served_at: datetime = Field(default_factory=utc_now)
 
 
 class PredictionRequest(Payload):

@@ -4,9 +4,9 @@ Both read the same number of pre-produced feature events (10 numeric features), 
 its own process, on servers of its own (``Context.own_servers``). The baseline consumes, decodes
 the JSON, adds one field, encodes and produces; serving runs a scaled logistic regression
 (compiled to ONNX, a batch per call). Serving runs three ways: alone, with a second model in
-shadow (answering every event too, on ``predictions.shadow``), and with explanations on. The
-rate is taken from the output messages' timestamps between the 10th and 90th percentile, so
-start-up and group joins do not count.
+shadow (answering every event too, on ``predictions.shadow``, a message per batch), and with
+explanations on. The rate is taken from the output messages' timestamps between the 10th and
+90th percentile, so start-up and group joins do not count.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from confluent_kafka import TopicPartition
 
 from bench.harness import Context, Figure, median_figure
-from schemas import FeatureEvent
+from schemas import FeatureEvent, ShadowAnswers
 from services.core import deployments, registry
 from services.core.datasets import default_classifier
 from services.core.embedded import spawn_child, stop_child
@@ -113,6 +113,26 @@ def output_rate(settings: Settings, role: str, count: int, timeout_s: float = 30
     return (count * 0.8) / max((high - low) / 1000, 1e-3)
 
 
+def shadow_answers(settings: Settings, count: int, timeout_s: float = 120) -> None:
+    """Wait until ``predictions.shadow`` holds ``count`` answers (a message per batch)."""
+    consumer = make_consumer(settings, f"bench-reader-{uuid.uuid4().hex}")
+    topic = Topics(settings.topic_prefix)("shadow_predictions")
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    answers, deadline = 0, time.monotonic() + timeout_s
+    try:
+        while answers < count and time.monotonic() < deadline:
+            for message in consumer.consume(500, 0.5):
+                if message.error() is None:
+                    answers += len(
+                        ShadowAnswers.model_validate_json(message.value() or b"").answers
+                    )
+    finally:
+        consumer.close()
+    if answers < count:
+        raise RuntimeError(f"only {answers} of {count} shadow answers in {timeout_s}s")
+
+
 def bare_loop(bootstrap: str, source: str, sink: str, count: int, safe: bool) -> None:
     """The baseline: consume, decode, add a field, encode, produce.
 
@@ -192,7 +212,7 @@ def _serving_rate(ctx: Context, count: int, way: str = "alone") -> float:
         with ctx.services(settings, "serving", **env):
             rate = output_rate(settings, "predictions", count)
             if way == "shadow":  # the shadow's answers must all be there too
-                output_rate(settings, "shadow_predictions", count)
+                shadow_answers(settings, count)
             return rate
 
 

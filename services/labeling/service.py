@@ -114,7 +114,7 @@ class Labeling:
     def on_predictions(self, messages: Sequence[Message]) -> Effects:
         """Store served predictions; join any label parked for them, else ask if unsure.
 
-        The champion's and a canary's predictions are served; a shadow's is monitoring's concern.
+        The champion's and a canary's predictions are served alike (a shadow's never come here).
         """
         return self.on_batch({self.predictions_topic: messages})
 
@@ -143,7 +143,6 @@ class Labeling:
             batches.get(self.predictions_topic, ()),
             Prediction,
             effects,
-            keep=lambda p: p.variant != "shadow",
         )
         labels = self._decode_unique(
             batches.get(self.labels_topic, ()),

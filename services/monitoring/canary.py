@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import Message
 from pydantic import ValidationError
 
-from schemas import Deployment, Prediction, TrainingExample
+from schemas import Deployment, ShadowAnswers, TrainingExample
 from schemas.base import Target
 from schemas.models import Task
 from services.core import deployments, metrics
@@ -127,20 +127,22 @@ class CanaryJudge:
         return Effects()
 
     def on_shadow(self, messages: Sequence[Message]) -> Effects:
-        """Keep the shadow's predictions until their labels come."""
+        """Keep the shadow's answers until their labels come."""
         d = self.deployment
         if d is None or d.mode != "shadow":
             return Effects()
         waiting = self.waiting
         for message in messages:
             try:
-                prediction = Prediction.model_validate_json(message.value() or b"")
+                batch = ShadowAnswers.model_validate_json(message.value() or b"")
             except ValidationError:
                 continue  # serving wrote it; a broken one is not worth a dead letter twice
-            if prediction.model_version == d.challenger_version:
-                waiting[prediction.event_id] = prediction.prediction
-                if len(waiting) > MAX_WAITING:
-                    waiting.popitem(last=False)
+            if batch.model_name != self.model_name or batch.model_version != d.challenger_version:
+                continue
+            for answer in batch.answers:
+                waiting[answer.event_id] = answer.prediction
+            while len(waiting) > MAX_WAITING:
+                waiting.popitem(last=False)
         return Effects()
 
     def on_examples(self, examples: Sequence[TrainingExample]) -> Effects:

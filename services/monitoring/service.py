@@ -299,8 +299,8 @@ class PredictionsHandler:
         data = self.data
         for message in messages:
             prediction = decode(message, Prediction, SERVICE, self.dlq_topic, effects)
-            if prediction is None or prediction.variant == "shadow":
-                continue  # served predictions only: a canary's too, its events are the stream's
+            if prediction is None:
+                continue  # a canary's predictions too: its events are the stream's
             self.quality.coverage.predicted_at(prediction.ts.timestamp())
             data.learn(effects, prediction.features, message)
             if prediction.prediction is None or prediction.variant != "champion":

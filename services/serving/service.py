@@ -10,7 +10,7 @@ from confluent_kafka import Message
 
 from schemas import FeatureEvent, PredictionReply, PredictionRequest
 from schemas.base import Features
-from schemas.predictions import Variant, prediction_json
+from schemas.predictions import Variant, prediction_json, shadow_answer, shadow_answers_json
 from services.core import metrics
 from services.core.feature_schema import FeatureSchema, check_features
 from services.core.health import HEALTH
@@ -63,8 +63,26 @@ class FeaturesHandler:
         else:
             self._predict(effects, lineup.champion, valid, "champion", self.predictions_topic)
         if challenger is not None and lineup.mode == "shadow":
-            self._predict(effects, challenger, valid, "shadow", self.shadow_topic)
+            self._shadow(effects, challenger, valid)
         return effects
+
+    def _shadow(
+        self, effects: Effects, model: LoadedModel, events: list[tuple[Message, FeatureEvent]]
+    ) -> None:
+        """The shadow's answers to the batch, in one message; a row it fails on is counted."""
+        rows = [event.features for _, event in events]
+        answers = []
+        for (_, event), answer in zip(events, answer_all(model.predictor, rows), strict=True):
+            try:
+                if isinstance(answer, Exception):
+                    raise answer
+                answers.append(shadow_answer(event.event_id, *answer))
+            except Exception:  # the event was served; the shadow's failure is only counted
+                metrics.REJECTED.labels(SERVICE, "shadow_error").inc()
+        if answers:
+            version = model.version
+            value = shadow_answers_json(version.model_name, version.version, answers)
+            effects.emit_json(self.shadow_topic, version.model_name, value)
 
     def _predict(
         self,
@@ -74,12 +92,12 @@ class FeaturesHandler:
         variant: Variant,
         topic: str,
     ) -> None:
+        """Each event's served prediction; an event the model fails on is a dead letter."""
         version = model.version
         rows = [event.features for _, event in events]
         answers = answer_all(model.predictor, rows)
         explanations = explain_all(model, rows, answers) if self.explain else None
         observe, now = self.latency.observe, time.time()
-        shadow = variant == "shadow"
         for i, ((message, event), answer) in enumerate(zip(events, answers, strict=True)):
             try:
                 if isinstance(answer, Exception):
@@ -89,7 +107,7 @@ class FeaturesHandler:
                     event.event_id,
                     event.entity_id,
                     event.ts,
-                    {} if shadow else event.features,  # the champion's prediction has them
+                    event.features,
                     version.model_name,
                     version.version,
                     label,
@@ -98,9 +116,6 @@ class FeaturesHandler:
                     explanations[i] if explanations else None,
                 )
             except Exception as exc:  # a model failing on one input must not stop serving
-                if shadow:  # the event was served; the shadow's failure is counted only
-                    metrics.REJECTED.labels(SERVICE, "shadow_error").inc()
-                    continue
                 metrics.REJECTED.labels(SERVICE, "handler_error").inc()
                 letter = dead_letter(
                     message, SERVICE, "handler_error", f"predict failed: {exc!r}", event.event_id
@@ -108,8 +123,7 @@ class FeaturesHandler:
                 effects.emit(self.dlq_topic, message.key(), letter)
                 continue
             effects.emit_json(topic, event.entity_id, value)
-            if not shadow:
-                observe(max(0.0, now - event.ingested_at.timestamp()))
+            observe(max(0.0, now - event.ingested_at.timestamp()))
 
 
 class RequestsHandler:

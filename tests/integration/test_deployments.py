@@ -10,7 +10,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from eddy.cli import main
-from schemas import Deployment, FeatureEvent, Label, ModelVersion, Prediction
+from schemas import Deployment, FeatureEvent, Label, ModelVersion, Prediction, ShadowAnswers
 from services.core import registry
 from services.core.datasets import default_classifier, stream
 from services.core.settings import Settings
@@ -161,9 +161,12 @@ def test_a_shadow_is_never_served_and_is_scored_on_the_same_events(
 
     ids = {e.event_id for e in batch}
     served = reader("predictions", Prediction).read_until(lambda items: len(items) >= 300)
-    shadowed = reader("shadow_predictions", Prediction).read_until(lambda items: len(items) >= 300)
+    batches = reader("shadow_predictions", ShadowAnswers).read_until(
+        lambda items: sum(len(b.answers) for b in items) >= 300  # type: ignore[attr-defined]
+    )
+    shadowed = [a for b in batches for a in b.answers]  # type: ignore[attr-defined]
     assert {(p.variant, p.model_version) for p in served} == {("champion", good.version)}  # type: ignore[attr-defined]
-    assert {(p.variant, p.model_version) for p in shadowed} == {("shadow", shadow.version)}  # type: ignore[attr-defined]
+    assert {b.model_version for b in batches} == {shadow.version}  # type: ignore[attr-defined]
     assert {p.event_id for p in shadowed} == ids  # type: ignore[attr-defined]
     key = deployment_status_key(settings.topic_prefix, settings.model_name)
 

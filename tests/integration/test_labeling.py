@@ -498,20 +498,6 @@ def test_an_unsure_prediction_sent_again_asks_once(settings: Settings) -> None:
     assert labeling.counts.totals == {"tasks": 1, "ignored_inputs": 1}
 
 
-def test_a_shadows_prediction_is_not_the_one_an_example_carries(settings: Settings) -> None:
-    event = feature_events(1)[0]
-    challenger = _prediction(event, UNSURE, version=9).model_copy(update={"variant": "shadow"})
-    labeling = _handlers(settings)
-    _batch((labeling.on_predictions, [challenger]))
-    parked = _batch((labeling.on_labels, [Label(event_id=event.event_id, label=True)]))
-    joined = _batch((labeling.on_predictions, [_prediction(event, CONFIDENT, version=3)]))
-
-    assert parked.outputs == [], "a label was joined to a challenger's prediction"
-    (example,) = [json.loads(o.value) for o in joined.outputs]
-    assert (example["prediction"], example["model_version"]) == (False, 3)
-    assert labeling.counts.totals == {"early": 1, "joined": 1}
-
-
 def test_a_canarys_prediction_is_served_so_its_label_is_joined_to_it(settings: Settings) -> None:
     event = feature_events(1)[0]
     canary = _prediction(event, CONFIDENT, version=9).model_copy(update={"variant": "canary"})

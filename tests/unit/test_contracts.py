@@ -63,7 +63,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "features": FEATURES,
         "model_name": "phishing",
         "model_version": 4,
-        "variant": "shadow",
+        "variant": "canary",
         "prediction": True,
         "probabilities": {"True": 0.75, "False": 0.25},
         "served_at": TS,
@@ -114,6 +114,15 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "classes": [False, True],
         "description": "retrained after drift on amount",
         "created_at": TS,
+    },
+    "ShadowAnswers": {
+        "model_name": "phishing",
+        "model_version": 5,
+        "answers": [
+            {"event_id": "evt-1", "prediction": True, "probabilities": {"False": 0.3, "True": 0.7}},
+            {"event_id": "evt-2", "prediction": False, "probabilities": None},
+        ],
+        "served_at": TS,
     },
     "Deployment": {
         "model_name": "phishing",

@@ -180,20 +180,6 @@ def test_a_shift_in_one_numeric_feature_served_gives_one_data_event_naming_it() 
     assert sorted(monitor.data.watches) == ["amount", "clicks", "https"], "strings: not watched"
 
 
-def test_a_shadows_features_are_not_watched() -> None:
-    monitor = Monitor(SETTINGS, TOPICS)
-    challenger = Prediction.model_validate_json(prediction_messages([{"x": 1.0}])[0].value())
-    message = _message(
-        "predictions",
-        0,
-        challenger.model_copy(update={"variant": "shadow"}).model_dump_json().encode(),
-    )
-
-    monitor.predictions([message])
-
-    assert monitor.data.watches == {}
-
-
 def test_the_service_reads_examples_predictions_and_the_deployments_challengers() -> None:
     # the features come with the predictions made on them: no need to read them twice
     assert sorted(handlers(SETTINGS, TOPICS)) == sorted(

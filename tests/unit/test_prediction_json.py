@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import redis
 
-from schemas import DeadLetter, FeatureEvent, ModelVersion, Prediction
-from schemas.predictions import Variant, prediction_json
+from schemas import DeadLetter, FeatureEvent, ModelVersion, Prediction, ShadowAnswers
+from schemas.predictions import Variant, prediction_json, shadow_answer, shadow_answers_json
 from services.core.runtime import Runtime
 from services.core.settings import Settings
 from services.core.stream import StopSignal
@@ -49,7 +49,7 @@ def _before_served_at(raw: bytes) -> bytes:
         ("", {}),
     ],
 )
-@pytest.mark.parametrize("variant", ["champion", "canary", "shadow"])
+@pytest.mark.parametrize("variant", ["champion", "canary"])
 def test_it_encodes_exactly_what_the_model_would(
     prediction: Any, probabilities: dict[str, float] | None, variant: Variant
 ) -> None:
@@ -72,6 +72,30 @@ def test_it_encodes_exactly_what_the_model_would(
     decoded = Prediction.model_validate_json(fast)
     assert decoded.prediction == prediction and type(decoded.prediction) is type(prediction)
     assert abs(decoded.served_at - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_a_shadows_batch_encodes_exactly_what_the_model_would() -> None:
+    answers = [
+        shadow_answer("evt-1", np.bool_(True), {"False": 0.25, "True": 0.75}),
+        shadow_answer("evt-2", 3.5, None),
+    ]
+
+    fast = shadow_answers_json("default", 4, answers)
+
+    decoded = ShadowAnswers.model_validate_json(fast)
+    assert [(a.event_id, a.prediction) for a in decoded.answers] == [
+        ("evt-1", True),
+        ("evt-2", 3.5),
+    ]
+    again = ShadowAnswers(**{**decoded.model_dump(), "served_at": decoded.served_at})
+    assert again.model_dump_json().encode() == fast
+
+
+def test_a_shadow_answer_the_model_got_wrong_is_refused() -> None:
+    with pytest.raises(ValueError, match="predicted nan"):
+        shadow_answer("evt-1", float("nan"), None)
+    with pytest.raises(ValueError, match="probability"):
+        shadow_answer("evt-1", True, {"True": float("inf")})
 
 
 def test_an_event_time_in_another_zone_is_written_as_pydantic_writes_it() -> None:
