@@ -39,7 +39,8 @@ def compile_model(model: Any, feature_names: Sequence[str]) -> tuple[bytes, list
 
     NotCompilable says what part of the model stops it.
     """
-    if "tree" in type(model).__module__ or "forest" in type(model).__module__:
+    module = type(model).__module__
+    if module.startswith(("river.tree", "river.forest")):
         from services.core.onnx_trees import compile_trees
 
         return compile_trees(model, feature_names)
@@ -49,7 +50,7 @@ def compile_model(model: Any, feature_names: Sequence[str]) -> tuple[bytes, list
 
 def _linear_classes(model: Any) -> list[Any] | None:
     """The classes a linear model's graph lays out: River's own, in its order."""
-    _scaler, estimator = _parts(model)
+    _scaler, estimator = linear_parts(model)
     kind = type(estimator).__name__
     if kind == "SoftmaxRegression":
         known = sorted(estimator.weights, key=str)
@@ -67,7 +68,7 @@ def compile_river(
     ``classes`` orders a classifier's probabilities (a binary model's default is False, True);
     NotCompilable says what part of the model stops it.
     """
-    scaler, estimator = _parts(model)
+    scaler, estimator = linear_parts(model)
     names = list(feature_names)
     if not names:
         raise NotCompilable("no features to lay out")
@@ -81,7 +82,7 @@ def compile_river(
     ]
     current = "filled"
     if scaler is not None:
-        scales = np.array([_inverse_std(scaler, n) for n in names], np.float32)
+        scales = np.array([inverse_std(scaler, n) for n in names], np.float32)
         inits.append(numpy_helper.from_array(scales, "scale"))
         nodes += [
             helper.make_node("Sub", ["filled", "mean"], ["centred"]),
@@ -138,7 +139,7 @@ def compile_river(
     return bytes(compiled.SerializeToString())
 
 
-def _parts(model: Any) -> tuple[Any, Any]:
+def linear_parts(model: Any) -> tuple[Any, Any]:
     """The scaler (or None) and the linear estimator, or NotCompilable."""
     from river import compose, linear_model, preprocessing
 
@@ -165,7 +166,7 @@ def _parts(model: Any) -> tuple[Any, Any]:
     return scaler, estimator
 
 
-def _inverse_std(scaler: Any, name: str) -> float:
+def inverse_std(scaler: Any, name: str) -> float:
     if not scaler.with_std:
         return 1.0
     variance = scaler.vars.get(name, 0.0)

@@ -173,21 +173,29 @@ class _Paths:
         visit(root)
 
 
+def voting_trees(model: Any) -> list[tuple[Any, float]]:
+    """A Hoeffding tree, or a forest's trees, each with its weight in the vote.
+
+    As River votes: a tree's metric when above 0 and votes are weighted, else 1.
+    """
+    kind = type(model).__name__
+    if kind in ("HoeffdingTreeClassifier", "BaseTreeClassifier"):
+        return [(model, 1.0)]
+    if kind != "ARFClassifier":
+        raise NotCompilable(f"{kind} is not a tree model this compiles")
+    trees = list(model)
+    if not trees:
+        raise NotCompilable("the forest has no trees yet")
+    voting = []
+    for i, tree in enumerate(trees):
+        value = model._metrics[i].get()
+        voting.append((tree, value if not model.disable_weighted_vote and value > 0.0 else 1.0))
+    return voting
+
+
 def compile_trees(model: Any, feature_names: Sequence[str]) -> tuple[bytes, list[Any]]:
     """The ONNX graph of a Hoeffding tree or adaptive random forest, and its classes' order."""
-    kind = type(model).__name__
-    if kind == "ARFClassifier":
-        members = list(model)
-        if not members:
-            raise NotCompilable("the forest has no trees yet")
-        weights = []
-        for i in range(len(members)):
-            value = model._metrics[i].get()
-            weights.append(value if not model.disable_weighted_vote and value > 0.0 else 1.0)
-    elif kind in ("HoeffdingTreeClassifier", "BaseTreeClassifier"):
-        members, weights = [model], [1.0]
-    else:
-        raise NotCompilable(f"{kind} is not a tree model this compiles")
+    members, weights = zip(*voting_trees(model), strict=True)
     classes = sorted({c for tree in members for c in tree.classes}, key=str)
     if not classes or any(tree._root is None for tree in members):
         raise NotCompilable("a tree has not learned anything yet")
@@ -195,7 +203,7 @@ def compile_trees(model: Any, feature_names: Sequence[str]) -> tuple[bytes, list
     leaves, paths = _Leaves(classes, names), _Paths()
     for t, tree in enumerate(members):
         paths.add_tree(t, tree._root, tree, leaves)
-    return _graph(leaves, paths, len(members), weights), classes
+    return _graph(leaves, paths, len(members), list(weights)), classes
 
 
 def _graph(leaves: _Leaves, paths: _Paths, trees: int, weights: list[float]) -> bytes:

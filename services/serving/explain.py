@@ -39,13 +39,15 @@ class Explainer(Protocol):
 
 def explainer_for(model: Any, names: Sequence[str]) -> Explainer | None:
     """The explainer of a River model over numeric features, or None for a model it cannot."""
-    kind = type(model).__name__
-    if kind in ("HoeffdingTreeClassifier", "ARFClassifier"):
-        return TreeExplainer(model)
-    from services.core.onnx_compile import NotCompilable, _parts
+    from services.core.onnx_compile import NotCompilable, linear_parts
 
+    if type(model).__name__ in ("HoeffdingTreeClassifier", "ARFClassifier"):
+        try:
+            return TreeExplainer(model)
+        except NotCompilable:  # a forest with no trees yet
+            return None
     try:
-        scaler, estimator = _parts(model)
+        scaler, estimator = linear_parts(model)
     except NotCompilable:
         return None
     return LinearExplainer(scaler, estimator, list(names))
@@ -55,14 +57,14 @@ class LinearExplainer:
     """Exact contributions of a scaled linear model, a batch at a time."""
 
     def __init__(self, scaler: Any, estimator: Any, names: list[str]) -> None:
-        from services.core.onnx_compile import _inverse_std
+        from services.core.onnx_compile import inverse_std
 
         self.names = names
         self.means = np.array(
             [scaler.means.get(n, 0.0) if scaler is not None else 0.0 for n in names]
         )
         self.scales = np.array(
-            [_inverse_std(scaler, n) if scaler is not None else 1.0 for n in names]
+            [inverse_std(scaler, n) if scaler is not None else 1.0 for n in names]
         )
         self.softmax = type(estimator).__name__ == "SoftmaxRegression"
         if self.softmax:
@@ -95,16 +97,11 @@ class TreeExplainer:
     """Path contributions of a Hoeffding tree or a forest of them, event by event."""
 
     def __init__(self, model: Any) -> None:
-        if type(model).__name__ == "ARFClassifier":
-            trees = list(model)
-            weights = []
-            for i in range(len(trees)):
-                value = model._metrics[i].get()
-                weights.append(value if not model.disable_weighted_vote and value > 0 else 1.0)
-        else:
-            trees, weights = [model], [1.0]
-        total = sum(weights) or 1.0
-        self.trees = [(tree, weight / total) for tree, weight in zip(trees, weights, strict=True)]
+        from services.core.onnx_trees import voting_trees
+
+        voting = voting_trees(model)
+        total = sum(weight for _, weight in voting) or 1.0
+        self.trees = [(tree, weight / total) for tree, weight in voting]
 
     def explain_many(
         self, rows: Sequence[Features], answers: Sequence[Target | None]
