@@ -536,8 +536,13 @@ def models_rollback(name: str, target: int | None) -> None:
     callback=_positive,
     help="Seconds to wait for a reply.",
 )
-def predict(features_json: str, timeout: float) -> None:
-    """Request/reply prediction: eddy predict '{"https": 1.0}'."""
+@click.option(
+    "--entity",
+    default=None,
+    help="Fill the features not given from this entity's latest in the feature store.",
+)
+def predict(features_json: str, timeout: float, entity: str | None) -> None:
+    """Request/reply prediction: eddy predict '{"https": 1.0}' [--entity page-7]."""
     from pydantic import TypeAdapter
 
     from schemas.base import Features
@@ -551,7 +556,7 @@ def predict(features_json: str, timeout: float) -> None:
             f"not a JSON object of feature values: {describe(error)}", param_hint="FEATURES_JSON"
         ) from None
     with EddyClient(_settings()) as client:
-        click.echo(client.predict(features, timeout).model_dump_json(indent=2))
+        click.echo(client.predict(features, timeout, entity_id=entity).model_dump_json(indent=2))
 
 
 @main.command()

@@ -155,6 +155,11 @@ class PredictionRequest(Payload):
 
     correlation_id: Identifier
     features: Features
+    entity_id: Identifier | None = Field(
+        None,
+        description="Fill the features not sent from this entity's latest ones in the feature "
+        "store (what ingest last accepted for it).",
+    )
     explain: bool = Field(False, description="Ask for the answer's feature contributions.")
     sent_at: datetime = Field(default_factory=utc_now)
 
@@ -168,5 +173,8 @@ class PredictionReply(Payload):
     prediction: Target | None = None
     probabilities: dict[str, float] | None = None
     explanation: Explanation | None = None
+    filled: list[str] | None = Field(
+        None, description="The features taken from the feature store (a call with entity_id)."
+    )
     error: str | None = None
     served_at: datetime = Field(default_factory=utc_now)

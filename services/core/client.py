@@ -93,16 +93,22 @@ class EddyClient:
             raise DeliveryError("the broker did not acknowledge every message in time")
 
     def predict(
-        self, features: Features, timeout_s: float = 10.0, explain: bool = False
+        self,
+        features: Features,
+        timeout_s: float = 10.0,
+        explain: bool = False,
+        entity_id: str | None = None,
     ) -> PredictionReply:
         """Ask serving for a prediction and wait for its reply.
 
         ``explain``: with the features' largest contributions, where the model has an explainer.
+        ``entity_id``: the features not sent come from that entity's latest in the feature store
+        (the reply's ``filled`` names them).
         """
         replies = self._reply_consumer()
         correlation_id = uuid.uuid4().hex
         request = PredictionRequest(
-            correlation_id=correlation_id, features=features, explain=explain
+            correlation_id=correlation_id, features=features, explain=explain, entity_id=entity_id
         )
         self._produce(
             self.topics("prediction_requests"),

@@ -10,6 +10,7 @@ import hmac
 import json
 import math
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,12 +152,16 @@ def _normalised(name: str, spec: FeatureSpec, value: Any) -> FeatureValue | Reje
 
 
 def check_features(
-    schema: FeatureSchema, raw: dict[str, Any], pii_key: bytes = b""
+    schema: FeatureSchema,
+    raw: dict[str, Any],
+    pii_key: bytes = b"",
+    stored: Mapping[str, FeatureValue] | None = None,
 ) -> Features | Rejection:
     """The event's features normalised to the schema, or the first reason they are not valid.
 
     Personal data comes out hashed with ``pii_key`` or dropped, as the schema marks it; a
-    rejection never quotes a personal value.
+    rejection never quotes a personal value. ``stored``: clean values (the feature store's) for
+    the features ``raw`` lacks, taken as they are.
     """
     unknown = raw.keys() - schema.features.keys()
     if unknown:
@@ -165,6 +170,9 @@ def check_features(
     clean: Features = {}
     for name, spec in schema.features.items():
         if name not in raw or raw[name] is None:
+            if stored is not None and name in stored:
+                clean[name] = stored[name]
+                continue
             if spec.required:
                 return Rejection("missing_field", f"{name}: required by schema {schema.name!r}")
             if spec.default is not None and spec.pii == "keep":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -212,3 +212,12 @@ class FeatureStore:
         """The latest features of ``entity_id``, or None if unknown."""
         raw = self.client.get(self.prefix + entity_id)
         return None if raw is None else dict(json.loads(raw))
+
+    def get_many(self, entity_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The latest features of each known entity of ``entity_ids``, in one round trip."""
+        values = self.client.mget([self.prefix + entity_id for entity_id in entity_ids])
+        return {
+            entity_id: dict(json.loads(raw))
+            for entity_id, raw in zip(entity_ids, values, strict=True)
+            if raw is not None
+        }

@@ -17,6 +17,7 @@ from services.core.health import HEALTH
 from services.core.rejection import Rejection
 from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
+from services.core.state import FeatureStore
 from services.core.stream import BatchHandler, Effects, dead_letter, decode
 from services.serving.explain import Explanation
 from services.serving.model import Answer, LoadedModel, answer_all
@@ -139,20 +140,38 @@ class RequestsHandler:
         # a request carries raw features: personal ones are hashed or dropped as ingest does
         self.pii_key = runtime.settings.pii_key.get_secret_value().encode()
         self.schema.require_pii_key(self.pii_key)
+        self.store = FeatureStore(runtime.redis, runtime.settings.topic_prefix or "default")
         self.replies_topic = runtime.topics("prediction_replies")
         self.dlq_topic = runtime.topics("dlq")
         self.model_name = runtime.settings.model_name
 
     def __call__(self, messages: Sequence[Message]) -> Effects:
-        """One reply per valid request, with an error message when it cannot be answered."""
+        """One reply per valid request, with an error message when it cannot be answered.
+
+        A request that names an entity has the features it does not send filled from the
+        feature store (one read for the batch), and its reply says which.
+        """
         effects = Effects()
         champion = self.watcher.champion
-        for message in messages:
-            request = decode(message, PredictionRequest, SERVICE, self.dlq_topic, effects)
-            if request is None:
-                continue
-            features = check_features(self.schema, request.features, self.pii_key)
-            if isinstance(features, Rejection):
+        requests = [
+            request
+            for message in messages
+            if (request := decode(message, PredictionRequest, SERVICE, self.dlq_topic, effects))
+        ]
+        entities = {r.entity_id for r in requests if r.entity_id is not None}
+        stored = self.store.get_many(sorted(entities)) if entities else {}
+        for request in requests:
+            known = stored.get(request.entity_id) if request.entity_id is not None else None
+            features = check_features(self.schema, request.features, self.pii_key, known)
+            filled = sorted(set(known or {}) - set(request.features)) if known else None
+            if request.entity_id is not None and known is None and isinstance(features, Rejection):
+                reply = self._error(
+                    request,
+                    f"{features.reason}: {features.detail}; the feature store has nothing for "
+                    f"entity {request.entity_id!r} (ingest keeps the latest features of each "
+                    "entity it accepted)",
+                )
+            elif isinstance(features, Rejection):
                 reply = self._error(request, f"{features.reason}: {features.detail}")
             elif champion is None:
                 reply = self._error(request, "no model loaded yet")
@@ -171,6 +190,7 @@ class RequestsHandler:
                         prediction=label,
                         probabilities=proba,
                         explanation=explained[0],
+                        filled=filled,
                     )
                 except Exception as exc:  # the caller gets the reason instead of a timeout
                     reply = self._error(request, f"predict failed: {exc!r}")

@@ -19,6 +19,7 @@ from services.core.client import EddyClient, PredictionFailedError
 from services.core.onnx_compile import TOLERANCE
 from services.core.settings import Settings
 from services.core.signing import Keyring, private_hex, public_hex
+from services.core.state import FeatureStore, connect_redis
 from services.core.supervisor import ServiceProcess
 from services.core.topics import Topics
 from services.serving.model import RiverPredictor
@@ -107,6 +108,30 @@ def test_with_explanations_on_each_prediction_says_why_and_a_request_can_ask(
         plain = client.predict(features)
     assert explained.explanation and plain.explanation is None
     assert explained.explanation == out[0].explanation  # type: ignore[attr-defined]
+
+
+def test_a_call_by_entity_is_answered_with_the_stored_features_and_says_which(
+    settings: Settings, start_service: StartService
+) -> None:
+    publish_model(settings)
+    start_service("serving")
+    stored = feature_events(1)[0].features
+    FeatureStore(connect_redis(settings), settings.topic_prefix).put_many({"page-3": stored})
+    given = {"https": 1 - stored["https"]}
+
+    with EddyClient(settings) as client:
+        _wait_until_serving(client)
+        by_entity = client.predict(given, entity_id="page-3")
+        in_full = client.predict({**stored, **given})
+        with pytest.raises(PredictionFailedError, match="feature store has nothing for entity"):
+            client.predict(given, entity_id="page-unknown")
+
+    assert by_entity.filled == sorted(set(stored) - {"https"})
+    assert (by_entity.prediction, by_entity.probabilities) == (
+        in_full.prediction,
+        in_full.probabilities,
+    )
+    assert in_full.filled is None
 
 
 def test_request_reply_reports_a_model_failure_as_an_error(

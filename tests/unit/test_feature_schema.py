@@ -352,3 +352,21 @@ def test_a_reject_keeps_its_other_fields_and_loses_its_personal_ones() -> None:
     assert redacted is not None and b"a@b.c" not in redacted and b"123" not in redacted
     assert b'"amount": "x"' in redacted
     assert redact(b'{"features": "a@b.c"', _personal(), b"k") is None  # unparsed: nothing kept
+
+
+def test_features_a_call_lacks_come_from_the_store_as_stored() -> None:
+    schema = _personal()
+    stored = check_features(schema, {"amount": 1.0, "email": "a@example.com"}, b"k")
+    assert isinstance(stored, dict)
+
+    filled = check_features(schema, {"amount": 7.5}, b"k", stored)
+
+    assert filled == {"amount": 7.5, "email": stored["email"]}, "stored hash kept, not re-hashed"
+
+
+def test_a_stored_entity_does_not_let_an_unknown_feature_in() -> None:
+    schema = _personal()
+
+    refused = check_features(schema, {"amont": 7.5}, b"k", {"amount": 1.0, "email": "h:x"})
+
+    assert isinstance(refused, Rejection) and refused.reason == "unknown_field"
