@@ -1,27 +1,27 @@
-"""The Python client for Eddy's users: send raw events and labels, call for a prediction.
+"""The Python client for Eddy's users: send events and labels, predict, read topics back.
 
->>> from services.core.client import EddyClient            # doctest: +SKIP
->>> with EddyClient() as eddy:                              # doctest: +SKIP
-...     reply = eddy.predict({"https": 1.0, "long_url": 0.0})
-...     reply.prediction, reply.model_version
-(False, 3)
+Public as ``eddy.Client`` (see ``eddy/__init__.py`` and docs/python.md).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import TracebackType
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from pydantic import BaseModel, ValidationError
 
-from schemas import Label, PredictionReply, PredictionRequest, RawEvent
+from schemas import DriftEvent, Label, Prediction, PredictionReply, PredictionRequest, RawEvent
 from schemas.base import Features
 from services.core.exceptions import DeliveryError, EddyError, MessageTooLargeError
 from services.core.kafka import end_offsets, make_consumer, make_producer
 from services.core.settings import Settings
-from services.core.topics import Topics
+from services.core.topics import TopicRole, Topics
+
+PayloadT = TypeVar("PayloadT", bound=BaseModel)
 
 
 class PredictionTimeoutError(EddyError):
@@ -131,6 +131,36 @@ class EddyClient:
         if reply.error is not None:
             raise PredictionFailedError(reply.error)
         return reply
+
+    def read(
+        self,
+        role: TopicRole,
+        payload: type[PayloadT],
+        from_beginning: bool = True,
+        idle_s: float | None = 2.0,
+    ) -> Iterator[PayloadT]:
+        """Each message of a topic as its payload, as it comes; ends after ``idle_s`` quiet.
+
+        ``client.read("predictions", Prediction)``, ``("drift", DriftEvent)``,
+        ``("dlq", DeadLetter)``... (``idle_s=None``: never ends). Joins no consumer group, so it
+        takes nothing from the services and commits nothing; a message that is not the payload
+        is skipped.
+        """
+        from services.core.tailing import follow
+
+        for text in follow(self.settings, self.topics(role), from_beginning, idle_s):
+            try:
+                yield payload.model_validate_json(text)
+            except ValidationError:
+                continue
+
+    def read_predictions(self, idle_s: float | None = 2.0) -> Iterator[Prediction]:
+        """Every served prediction on ``predictions``, from the beginning."""
+        return self.read("predictions", Prediction, idle_s=idle_s)
+
+    def read_drift(self, idle_s: float | None = 2.0) -> Iterator[DriftEvent]:
+        """Every drift event monitoring published, from the beginning."""
+        return self.read("drift", DriftEvent, idle_s=idle_s)
 
     def serving_answers(self, timeout_s: float = 2.0) -> bool:
         """True when serving answers a request within ``timeout_s`` (even with a refusal).

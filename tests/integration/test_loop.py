@@ -77,6 +77,10 @@ def test_a_regression_stream_with_a_drift_is_served_joined_and_watched(
     # Friedman #1: a number; at the drift its function changes
     scenario = Scenario(events=EVENTS, drift_at=DRIFT_AT, rate=400, bad_every=0, stream="friedman")
     configured = loop_settings(settings, feature_schema="friedman")
+    # a false alarm just before the change must not hold back the detection after it: the
+    # detector rests 200 labelled events after an event here instead of 1,000
+    monitoring = configured.monitoring.model_copy(update={"concept_cooldown_events": 200})
+    configured = configured.model_copy(update={"monitoring": monitoring})
     report = LoopRun(configured, scenario, tmp_path, print).run()
 
     assert len(report.predictions) == EVENTS
@@ -88,9 +92,9 @@ def test_a_regression_stream_with_a_drift_is_served_joined_and_watched(
     assert sum(errors) / len(errors) < 3.5  # the labels spread over about 0-30
     concept = [at for at, e in report.drift_events if e.kind == "concept"]
     # The served error moves as versions swap in, at points the loop's timing decides, and a
-    # regression error is heavy-tailed: a false alarm before the change was seen once in the
-    # last four full runs (at event 2,964 of a change at 3,000). One is tolerated; a detection
-    # after the change is required.
+    # regression error is heavy-tailed: false alarms just before the change were seen (at events
+    # 2,949 and 2,964 of a change at 3,000). One is tolerated; a detection after the change is
+    # required.
     assert [at for at in concept if at >= DRIFT_AT], f"concept drift events at {concept}"
     assert len([at for at in concept if at < DRIFT_AT]) <= 1, f"concept drift events at {concept}"
     assert all(v.task == "regression" for _at, v in report.versions)

@@ -74,6 +74,26 @@ def test_a_linear_model_is_served_compiled_unless_compiling_is_off(
     assert [(s["version"], s["runtime"]) for s in swaps] == [(1, runtime)]
 
 
+def test_the_public_client_reads_the_predictions_back(
+    settings: Settings, start_service: StartService, reader: OpenReader
+) -> None:
+    import eddy
+
+    publish_model(settings)
+    start_service("serving")
+    events = feature_events(30)
+    produce_features(settings, events)
+    reader("predictions", Prediction).read_until(lambda items: len(items) >= 30)
+
+    with eddy.Client(settings) as client:
+        read = list(client.read_predictions(idle_s=2))
+        nothing = list(client.read("drift", eddy.DriftEvent, idle_s=1))
+
+    assert sorted(p.event_id for p in read) == sorted(e.event_id for e in events)
+    assert all(isinstance(p, eddy.Prediction) for p in read)
+    assert nothing == []
+
+
 def test_request_reply_through_the_client(settings: Settings, start_service: StartService) -> None:
     publish_model(settings)
     start_service("serving")
