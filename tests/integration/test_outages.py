@@ -188,8 +188,10 @@ def test_broker_restarted_empty_no_service_hangs_and_a_restart_of_the_services_r
         produce(settings, "raw", raw[2 * HALF :])
         wanted = {e.event_id for e in events[HALF:]}
         out = after.read_until(lambda items: wanted <= {p.event_id for p in items}, 120)
-        assert wanted <= {p.event_id for p in out}, (
-            f"missing {len(wanted - {p.event_id for p in out})}"
+        missing = wanted - {p.event_id for p in out}
+        assert not missing, (  # seen once in a full suite run: the batch sent after the restart
+            f"missing {len(missing)}, e.g. {sorted(missing)[:5]}; the services said:\n"
+            + "\n".join(f"--- {s.log_path.name}\n{s.log_tail(40)}" for s in (*first, *second))
         )
         assert all(s.running for s in second), "\n".join(s.log_tail() for s in second)
     finally:
