@@ -163,7 +163,11 @@ class RequestsHandler:
         for request in requests:
             known = stored.get(request.entity_id) if request.entity_id is not None else None
             features = check_features(self.schema, request.features, self.pii_key, known)
-            filled = sorted(set(known or {}) - set(request.features)) if known else None
+            filled = (
+                sorted(n for n in features if n in known and n not in request.features)
+                if known and not isinstance(features, Rejection)
+                else None
+            )
             if request.entity_id is not None and known is None and isinstance(features, Rejection):
                 reply = self._error(
                     request,
