@@ -28,7 +28,9 @@ def test_replay_of_a_multiclass_csv_serves_predictions_and_reports_them_as_json(
     out = tmp_path / "summary.json"
     result = CliRunner().invoke(
         main,
-        ["replay", str(source), "--target", "segment", "--rate", "800", "--summary-json", str(out)],
+        # 400 events/s: at 800 the 1.5 s stream was once mostly served by the untrained first
+        # version on a busy machine (served accuracy 0.24), before training's first versions came
+        ["replay", str(source), "--target", "segment", "--rate", "400", "--summary-json", str(out)],
         env=service_env(settings),
     )
     assert result.exit_code == 0, result.output
