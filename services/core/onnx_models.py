@@ -65,8 +65,8 @@ def graph_shape(data: bytes, classes: Sequence[Target] | None) -> GraphShape:
 
 def check_graph(
     data: bytes, feature_names: Sequence[str], classes: Sequence[Target] | None
-) -> None:
-    """ArtifactError unless the graph takes the named features and gives the named classes."""
+) -> GraphShape:
+    """The graph's shape; ArtifactError unless it takes the named features and gives the classes."""
     shape = graph_shape(data, classes)
     if shape.input_width is not None and shape.input_width != len(feature_names):
         raise ArtifactError(
@@ -80,6 +80,7 @@ def check_graph(
             f"the graph answers {shape.output_width} columns in {shape.output_name!r}; the "
             f"version names {what}"
         )
+    return shape
 
 
 def _width(value_info: object) -> int | None:

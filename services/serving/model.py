@@ -23,7 +23,7 @@ from schemas import ModelVersion
 from schemas.base import Features, Target
 from services.core.artifacts import ArtifactStore
 from services.core.exceptions import ArtifactError
-from services.core.onnx_models import check_graph, graph_shape
+from services.core.onnx_models import check_graph
 from services.core.registry import load_verified
 from services.core.signing import Keyring
 from services.serving.explain import Explainer, explainer_for
@@ -120,8 +120,7 @@ class OnnxPredictor:
     ) -> None:
         import onnxruntime
 
-        check_graph(data, feature_names, classes)
-        shape = graph_shape(data, classes)
+        shape = check_graph(data, feature_names, classes)  # read once: its input and output
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
