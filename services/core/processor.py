@@ -65,6 +65,8 @@ class _InFlight:
     before_commit: list[Callable[[], None]]
     produced: Counter[str] = field(default_factory=Counter)
     sent_at: float = field(default_factory=time.monotonic)
+    #: the first delivery error of its outputs: such a batch never settles, nor do later ones
+    failed: KafkaError | None = None
 
 
 @dataclass
@@ -377,6 +379,7 @@ class StreamProcessor:
         def delivered(error: KafkaError | None, message: Message) -> None:
             if error is not None:
                 self._delivery_errors.append(error)
+                batch.failed = batch.failed or error
             batch.remaining -= 1
 
         self._produce(effects.outputs, delivered, batch.produced)
@@ -415,6 +418,13 @@ class StreamProcessor:
                     f"{len(errors)} messages failed (first: {errors[0]}); offsets not committed"
                 )
             while self._in_flight and self._in_flight[0].remaining <= 0:
+                if self._in_flight[0].failed is not None:
+                    # reported above already; on a later call (the stop after that error) it
+                    # must still not settle: its offsets would skip the outputs that failed
+                    raise DeliveryError(
+                        f"a batch's outputs failed ({self._in_flight[0].failed}); "
+                        "offsets not committed"
+                    )
                 self._complete(self._in_flight.popleft())
             if time.monotonic() - self._last_commit >= self._commit_interval_s:
                 self._commit_settled(asynchronous=True)

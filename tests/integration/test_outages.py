@@ -189,13 +189,7 @@ def test_broker_restarted_empty_no_service_hangs_and_a_restart_of_the_services_r
         wanted = {e.event_id for e in events[HALF:]}
         out = after.read_until(lambda items: wanted <= {p.event_id for p in items}, 120)
         missing = wanted - {p.event_id for p in out}
-        if missing == {e.event_id for e in events[HALF : 2 * HALF]}:
-            # Known bug, diagnosed from this test's logs: the first ingest commits the raw offset
-            # it reached on the old broker (300) to the new, empty one; the second ingest starts
-            # there and skips the 300 events sent right after the restart. Fix: never commit an
-            # offset past the partition's high watermark.
-            pytest.xfail("an offset from before the broker restart was committed to the new one")
-        assert not missing, (  # seen once in a full suite run: the batch sent after the restart
+        assert not missing, (
             f"missing {len(missing)}, e.g. {sorted(missing)[:5]}; the services said:\n"
             + "\n".join(f"--- {s.log_path.name}\n{s.log_tail(40)}" for s in (*first, *second))
         )

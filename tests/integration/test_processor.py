@@ -12,10 +12,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
+import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, Message
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from schemas import DeadLetter, FeatureEvent
+from services.core.exceptions import DeliveryError
 from services.core.kafka import make_admin
 from services.core.processor import AfterBatch, StreamProcessor
 from services.core.settings import Settings
@@ -283,3 +285,27 @@ def test_a_joint_handler_failing_now_or_in_its_deferred_result_rejects_only_the_
     assert len({e.event_id for e in outputs.items}) == 198
     assert sorted(d.source_offset for d in letters.items) == [3, 120]
     assert {d.detail.split(":")[0] for d in letters.items} == {"ValueError", "KeyError"}
+
+
+def test_a_batch_whose_outputs_failed_is_never_committed_not_even_by_the_stop_after_the_error(
+    settings: Settings,
+) -> None:
+    # the broker refuses every output (a topic name it cannot have): the loop ends with the
+    # error, and the stop that follows must not commit the failed batch as if it had settled
+    # (it once did, and a restart then skipped the batch: its events were lost)
+    settings = _with_commit_interval(settings, 0)
+    admin = make_admin(settings)
+    topics = Topics(settings.topic_prefix)
+
+    def handle(messages: Sequence[Message]) -> Effects:
+        return Effects(
+            outputs=[Outbound("not a topic!", m.key(), m.value() or b"") for m in messages]
+        )
+
+    processor = StreamProcessor(
+        settings, "test", topics.group(GROUP), {topics("features"): handle}, stop=StopSignal()
+    )
+    produce_features(settings, feature_events(20))
+    with pytest.raises(DeliveryError, match="Invalid topic"):
+        processor.run()
+    assert _committed(admin, settings) == 0
