@@ -394,7 +394,7 @@ def models_import(
     from services.core.rejection import Rejection
 
     settings = _settings()
-    schema = FeatureSchema.load(settings.ingest.feature_schema)
+    schema = FeatureSchema.load(settings.ingest.feature_schema).served()
     names = [n.strip() for n in features.split(",") if n.strip()]
     expected = set(schema.model_features())
     if set(names) != expected or len(names) != len(set(names)):

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.base import Features, FeatureValue
+from services.core.aggregates import DerivedSpec, WindowPolicy, check_derived
 from services.core.exceptions import ConfigurationError
 from services.core.rejection import Rejection
 from services.core.target import TargetSpec
@@ -74,6 +75,27 @@ class FeatureSchema(BaseModel):
     description: str = ""
     features: dict[str, FeatureSpec]
     target: TargetSpec = Field(default_factory=TargetSpec)
+    derived: dict[str, DerivedSpec] = Field(
+        default_factory=dict,
+        description="Features ingest computes per entity (windowed aggregates, transforms).",
+    )
+    windows: WindowPolicy = Field(default_factory=WindowPolicy)
+
+    @model_validator(mode="after")
+    def _derived_read_declared_features(self) -> FeatureSchema:
+        check_derived(self.derived, {name: spec.type for name, spec in self.features.items()})
+        return self
+
+    def served(self) -> FeatureSchema:
+        """The schema as models and serving see it: derived features as optional numbers.
+
+        Producers never send derived features (ingest refuses them as unknown); a request to
+        serving may carry them, or have them filled from the feature store by entity.
+        """
+        if not self.derived:
+            return self
+        computed = {name: FeatureSpec(type="float", required=False) for name in self.derived}
+        return self.model_copy(update={"features": {**self.features, **computed}, "derived": {}})
 
     @property
     def personal(self) -> dict[str, str]:
@@ -90,8 +112,9 @@ class FeatureSchema(BaseModel):
             )
 
     def model_features(self) -> list[str]:
-        """The features a model sees: all but those dropped as personal data."""
-        return [name for name, spec in self.features.items() if spec.pii != "drop"]
+        """The features a model sees: all but those dropped as personal data, then derived ones."""
+        raw = [name for name, spec in self.features.items() if spec.pii != "drop"]
+        return raw + list(self.derived)
 
     @classmethod
     def load(cls, name_or_path: str) -> FeatureSchema:

@@ -35,6 +35,13 @@ DUPLICATES = Counter(
     ["service"],
     registry=REGISTRY,
 )
+LATE_EVENTS = Counter(
+    "eddy_late_events_total",
+    "Events further behind their entity's newest than the schema's lateness: sent on with no "
+    "aggregate, updating no window.",
+    ["service"],
+    registry=REGISTRY,
+)
 DEPENDENCY_UP = Gauge(
     "eddy_dependency_up",
     "1 while the service reaches a server it depends on (redis), 0 while it waits for it.",

@@ -184,6 +184,7 @@ def _preprocessing(spec: ModelSpec, schema: FeatureSchema, where: str) -> list[A
         return []
     from river import compose, preprocessing
 
+    schema = schema.served()  # derived features are numbers
     seen = {n: schema.features[n] for n in schema.model_features()}  # dropped ones never come
     numbers = [n for n, f in seen.items() if f.type in ("float", "int", "bool")]
     categories = [n for n, f in seen.items() if f.type in ("category", "string")]

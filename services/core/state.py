@@ -1,4 +1,4 @@
-"""Fast state in Redis: de-duplication by event_id and the online feature store.
+"""Fast state in Redis: de-duplication by event_id, the online feature store, window histories.
 
 Each batch costs one command per structure, not one per event: building and parsing a pipeline
 of per-event commands cost ingest more CPU than validating the events. The multi-key commands
@@ -19,6 +19,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from services.core import metrics
+from services.core.aggregates import History
 from services.core.exceptions import ConfigurationError, StackError
 from services.core.health import HEALTH
 from services.core.settings import Settings
@@ -193,6 +194,37 @@ class Deduplicator:
         keys = [self.prefix + event_id for event_id in event_ids]
         if keys:
             self._remember(keys=keys, args=[self.ttl_s])
+
+
+class WindowStore:
+    """Each entity's recent events, as its derived features' windows need them.
+
+    One key an entity, read for a whole batch in one MGET and written in one pipeline; a key
+    expires ``ttl_s`` after the entity's last event, which bounds memory with ``max_events``.
+    """
+
+    def __init__(self, client: redis.Redis, namespace: str, ttl_s: float, layout: str) -> None:
+        self.client = client
+        self.prefix = f"eddy:{namespace}:windows:"
+        self.ttl_ms = max(int(ttl_s * 1000), 1)
+        self.layout = layout
+
+    def get_many(self, entity_ids: Sequence[str]) -> dict[str, History]:
+        """The history of each of ``entity_ids`` (an empty one for an entity not seen)."""
+        values = self.client.mget([self.prefix + entity_id for entity_id in entity_ids])
+        return {
+            entity_id: History.from_json(None if raw is None else json.loads(raw), self.layout)
+            for entity_id, raw in zip(entity_ids, values, strict=True)
+        }
+
+    def put_many(self, histories: Mapping[str, History]) -> None:
+        """Store each entity's history, its expiry started again."""
+        if histories:
+            pipe = self.client.pipeline(transaction=False)
+            for entity_id, history in histories.items():
+                value = json.dumps(history.to_json(self.layout))
+                pipe.set(self.prefix + entity_id, value, px=self.ttl_ms)
+            pipe.execute()
 
 
 class FeatureStore:

@@ -14,6 +14,7 @@ from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.state import Deduplicator, FeatureStore
 from services.core.stream import BatchHandler, Effects, reject
+from services.ingest.derivation import Derivation
 from services.ingest.validation import CleanEvent, EventWindow, validate_raw
 
 SERVICE = "ingest"
@@ -34,6 +35,7 @@ class IngestHandler:
         self.dedup = Deduplicator(runtime.redis, namespace, runtime.settings.ingest.dedup_ttl_s)
         self.store = FeatureStore(runtime.redis, runtime.settings.topic_prefix or "default")
         self.duplicates = metrics.DUPLICATES.labels(SERVICE)
+        self.derive = Derivation(schema, runtime.redis, namespace)
         # ids emitted by batches not yet acknowledged: Redis learns them only after the ack
         self.in_flight: set[str] = set()
 
@@ -70,6 +72,9 @@ class IngestHandler:
                 self.duplicates.inc()
                 continue
             accepted[event.event_id] = event
+        if self.schema.derived:
+            accepted = {event.event_id: event for event in self.derive(list(accepted.values()))}
+        for event in accepted.values():
             effects.emit_json(self.features_topic, event.entity_id, event.json())
         if accepted:
             latest = {event.entity_id: event.features for event in accepted.values()}

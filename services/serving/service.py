@@ -136,7 +136,7 @@ class RequestsHandler:
 
     def __init__(self, runtime: Runtime, watcher: ModelWatcher) -> None:
         self.watcher = watcher
-        self.schema = FeatureSchema.load(runtime.settings.ingest.feature_schema)
+        self.schema = FeatureSchema.load(runtime.settings.ingest.feature_schema).served()
         # a request carries raw features: personal ones are hashed or dropped as ingest does
         self.pii_key = runtime.settings.pii_key.get_secret_value().encode()
         self.schema.require_pii_key(self.pii_key)

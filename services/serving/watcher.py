@@ -68,7 +68,7 @@ class ModelWatcher:
             f"eddy-model-watcher-{uuid.uuid4().hex}",
             **{"fetch.wait.max.ms": max(settings.kafka.fetch_wait_max_ms, WATCH_WAIT_MS)},
         )
-        schema = FeatureSchema.load(settings.ingest.feature_schema)
+        schema = FeatureSchema.load(settings.ingest.feature_schema).served()
         self.features = set(schema.features)
         seen = schema.model_features()  # a dropped personal feature never reaches a model
         numeric = all(schema.features[n].type in ("float", "int", "bool") for n in seen)

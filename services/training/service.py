@@ -114,7 +114,7 @@ class Trainer:
         self.model_name = settings.model_name
         self.examples_topic = runtime.topics("training_examples")
         self.dlq_topic = runtime.topics("dlq")
-        self.schema = FeatureSchema.load(settings.ingest.feature_schema)
+        self.schema = FeatureSchema.load(settings.ingest.feature_schema).served()
         self.target = self.schema.target
         self.specs = [*load_specs(rules.models, self.schema), baseline_spec(self.schema)]
         self.rule = SelectionRule.for_task(

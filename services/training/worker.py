@@ -71,7 +71,7 @@ class Worker:
 
     def __init__(self, runtime: Runtime, name: str) -> None:
         settings = runtime.settings
-        self.schema = FeatureSchema.load(settings.ingest.feature_schema)
+        self.schema = FeatureSchema.load(settings.ingest.feature_schema).served()
         specs = {s.name: s for s in load_specs(settings.training.models, self.schema)}
         if name not in specs:
             raise ValueError(f"no candidate {name!r} in {settings.training.models}")
