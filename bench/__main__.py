@@ -34,6 +34,7 @@ SCENARIOS = (
     "faults",
     "canary_decisions",
     "compiled_models",
+    "derived_features",
 )
 
 

@@ -19,17 +19,16 @@ again as of its time. An event more than the schema's ``lateness`` behind the ne
 its entity is too late: it updates no window and carries no aggregate (transforms of its own
 features still apply).
 
->>> spec = DerivedSpec(agg="sum", of="amount", window="1h")
->>> spec.window_s
-3600.0
+>>> windows = Windows({"n": DerivedSpec(agg="count", window="1h")})
 >>> history = History()
->>> [history.add(t, str(t), {"amount": 10.0 * t}, {"s": spec}).values for t in (1, 2, 3601)]
-[{'s': 10.0}, {'s': 30.0}, {'s': 36030.0}]
+>>> [windows.add(history, t, f"e{t}", {}).values["n"] for t in (0, 1800, 3600, 3601)]
+[1.0, 2.0, 2.0, 3.0]
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import math
 import re
@@ -128,14 +127,6 @@ class DerivedSpec(BaseModel):
         """The hop in seconds (0 without one)."""
         return 0.0 if self.hop is None else seconds(self.hop)
 
-    def window_start(self, t: float) -> float:
-        """The earliest event time the window of an event at ``t`` covers (inclusive)."""
-        if self.kind == "tumbling":
-            return math.floor(t / self.window_s) * self.window_s
-        if self.kind == "hopping":
-            return (math.floor((t - self.window_s) / self.hop_s) + 1) * self.hop_s
-        return math.nextafter(t - self.window_s, math.inf)  # (t - window, t]
-
 
 class WindowPolicy(BaseModel):
     """The ``[windows]`` table of a feature schema: how late an event may be, how much is kept."""
@@ -176,74 +167,191 @@ class Derived:
 class History:
     """One entity's recent events, sorted by (event time, event id): what its windows see.
 
-    ``rows`` are ``[time, event_id, value of each aggregated feature..., each aggregate it
-    got...]``; ``watermark`` is the newest event time accepted. A plain value, so that it goes
-    to Redis and back as JSON; ``layout`` names the columns, and a history kept under another
-    layout (the schema's derived features changed) is started afresh.
+    Kept by column, so that a window is a slice: ``times``, ``ids``, ``columns`` (the value of
+    each aggregated feature, None where missing) and ``kept`` (the aggregates each event got,
+    for an event seen again), in the order its ``Windows`` names them. ``watermark`` is the
+    newest time accepted; ``added`` the rows (``[time, id, values..., aggregates...]``) added
+    since the history was last stored, and ``stored`` how many rows its store holds (-1: it
+    must be written afresh).
     """
 
-    rows: list[list[Any]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    columns: list[list[float | None]] = field(default_factory=list)
+    kept: list[list[Any]] = field(default_factory=list)
     watermark: float = -math.inf
+    added: list[list[Any]] = field(default_factory=list)
+    stored: int = 0
+
+    @classmethod
+    def of(cls, rows: list[list[Any]], width: int) -> History:
+        """A history from stored rows in any order (a row stored twice counts once).
+
+        ``width``: how many feature values a row holds before its aggregates.
+        """
+        unique = {(row[0], row[1]): row for row in rows}
+        ordered = [unique[key] for key in sorted(unique)]
+        times = [row[0] for row in ordered]
+        return cls(
+            times,
+            [row[1] for row in ordered],
+            [[row[2 + i] for row in ordered] for i in range(width)],
+            [row[2 + width :] for row in ordered],
+            max(times, default=-math.inf),
+            [],
+            len(rows),
+        )
+
+    def rows(self) -> list[list[Any]]:
+        """Every row, as stored: ``[time, id, values..., aggregates...]``."""
+        return [
+            [t, event_id, *(column[i] for column in self.columns), *self.kept[i]]
+            for i, (t, event_id) in enumerate(zip(self.times, self.ids, strict=True))
+        ]
+
+
+class Windows:
+    """The schema's derived features, compiled once: adds events to histories, as of their time.
+
+    >>> windows = Windows({"s": DerivedSpec(agg="sum", of="amount", window="1h")})
+    >>> history = History()
+    >>> [windows.add(history, t, str(t), {"amount": 10.0 * t}).values for t in (1, 2, 3601)]
+    [{'s': 10.0}, {'s': 30.0}, {'s': 36030.0}]
+    """
+
+    def __init__(self, specs: Mapping[str, DerivedSpec], policy: WindowPolicy | None = None):
+        policy = policy or WindowPolicy()
+        self.specs = dict(specs)
+        self.read = aggregated_features(specs)
+        column = {name: i for i, name in enumerate(self.read)}
+        aggregates = {n: s for n, s in specs.items() if s.agg is not None}
+        self.names = list(aggregates)
+        self.lateness = seconds(policy.lateness)
+        self.max_events = policy.max_events
+        self.horizon = max((s.window_s for s in aggregates.values()), default=0.0)
+        self.keep_last = max((s.lag for s in aggregates.values() if s.agg == "lag"), default=1)
+        self.expire_s = max(seconds(policy.expire_after), self.horizon + self.lateness)
+        #: windowed aggregates grouped by window: (kind, window, hop) -> [(name, agg, column)]
+        self.windows: dict[tuple[str, float, float], list[tuple[str, str, int]]] = {}
+        #: since_last and lag: (name, agg, column, lag)
+        self.steps: list[tuple[str, str, int, int]] = []
+        for name, spec in aggregates.items():
+            col = column.get(spec.of or "", -1)
+            if spec.agg in ("since_last", "lag"):
+                self.steps.append((name, spec.agg or "", col, spec.lag))
+            else:
+                group = (spec.kind, spec.window_s, spec.hop_s)
+                self.windows.setdefault(group, []).append((name, spec.agg or "", col))
+        self.transforms = [(n, s) for n, s in specs.items() if s.transform is not None]
+        self.layout = hashlib.blake2b(
+            json.dumps([self.read, [(n, s.model_dump()) for n, s in aggregates.items()]]).encode(),
+            digest_size=8,
+        ).hexdigest()
 
     def add(
-        self,
-        t: float,
-        event_id: str,
-        features: Mapping[str, FeatureValue],
-        specs: Mapping[str, DerivedSpec],
-        policy: WindowPolicy | None = None,
+        self, history: History, t: float, event_id: str, features: Mapping[str, FeatureValue]
     ) -> Derived:
         """Add one event (unless held already or too late) and work out its derived features.
 
         An event the history holds already gets the aggregates it got the first time: a batch
         run again after a crash sends the same values, even where its window was trimmed since.
         """
-        policy = policy or WindowPolicy()
-        read = aggregated_features(specs)
-        names = [name for name, spec in specs.items() if spec.agg is not None]
-        key = [t, event_id]
-        at = bisect.bisect_left(self.rows, key, key=lambda row: row[:2])
-        if at < len(self.rows) and self.rows[at][:2] == key:
-            kept = self.rows[at][2 + len(read) :]
-            values = {n: v for n, v in zip(names, kept, strict=True) if v is not None}
-            return Derived(transforms({**features, **values}, specs, values), replayed=True)
-        if t < self.watermark - seconds(policy.lateness):
-            return Derived(transforms(dict(features), specs), late=True)
-        row = [t, event_id, *(_number(features.get(name)) for name in read)]
-        self.rows.insert(at, row)
-        self.watermark = max(self.watermark, t)
-        values = aggregate(self.rows[: at + 1], t, specs, read)
-        row.extend(values.get(name) for name in names)
-        self._prune(specs, policy)
-        return Derived(transforms({**features, **values}, specs, values))
+        times, ids = history.times, history.ids
+        if not history.columns and self.read:
+            history.columns = [[] for _ in self.read]
+        at = bisect.bisect_left(times, t)
+        while at < len(times) and times[at] == t and ids[at] < event_id:
+            at += 1
+        if at < len(times) and times[at] == t and ids[at] == event_id:
+            again: dict[str, FeatureValue] = {
+                n: v for n, v in zip(self.names, history.kept[at], strict=True) if v is not None
+            }
+            return Derived(self._transformed(features, again), replayed=True)
+        if t < history.watermark - self.lateness:
+            return Derived(self._transformed(features, {}), late=True)
+        read = [_number(features.get(name)) for name in self.read]
+        times.insert(at, t)
+        ids.insert(at, event_id)
+        for column, value in zip(history.columns, read, strict=True):
+            column.insert(at, value)
+        if t > history.watermark:
+            history.watermark = t
+        values = self._aggregates(history, at, t)
+        kept = [values.get(name) for name in self.names]
+        history.kept.insert(at, kept)
+        history.added.append([t, event_id, *read, *kept])
+        self._prune(history)
+        return Derived(self._transformed(features, values))
 
-    def _prune(self, specs: Mapping[str, DerivedSpec], policy: WindowPolicy) -> None:
+    def _aggregates(self, history: History, at: int, t: float) -> dict[str, FeatureValue]:
+        """The aggregates of the event at position ``at`` (time ``t``), over the rows to it."""
+        times, columns = history.times, history.columns
+        out: dict[str, FeatureValue] = {}
+        for name, agg, col, lag in self.steps:
+            if agg == "since_last":
+                if at > 0:
+                    out[name] = t - times[at - 1]
+            elif at >= lag and (value := columns[col][at - lag]) is not None:
+                out[name] = value
+        end = at + 1
+        for (kind, window, hop), specs in self.windows.items():
+            if kind == "tumbling":
+                start = math.floor(t / window) * window
+            elif kind == "hopping":
+                start = (math.floor((t - window) / hop) + 1) * hop
+            else:
+                start = math.nextafter(t - window, math.inf)  # (t - window, t]
+            first = bisect.bisect_left(times, start, 0, end)
+            for name, agg, col in specs:
+                if agg == "count":
+                    out[name] = float(end - first)
+                    continue
+                values = columns[col][first:end]
+                if None in values:
+                    values = [v for v in values if v is not None]
+                result = _summary(agg, values)  # type: ignore[arg-type]
+                if result is not None and math.isfinite(result):
+                    out[name] = result
+        return out
+
+    def _prune(self, history: History) -> None:
         """Forget what no acceptable event's window can reach; keep what lags look back on."""
-        horizon = max((s.window_s for s in specs.values()), default=0.0)
-        oldest = self.watermark - seconds(policy.lateness) - horizon
-        keep_last = max((s.lag for s in specs.values() if s.agg == "lag"), default=1)
-        cut = bisect.bisect_left(self.rows, oldest, key=lambda row: row[0])
-        cut = min(cut, max(len(self.rows) - keep_last, 0))
-        cut = max(cut, len(self.rows) - policy.max_events)
+        times = history.times
+        oldest = history.watermark - self.lateness - self.horizon
+        if times[0] >= oldest and len(times) <= self.max_events:
+            return
+        cut = bisect.bisect_left(times, oldest)
+        cut = min(cut, max(len(times) - self.keep_last, 0))
+        cut = max(cut, len(times) - self.max_events)
         if cut > 0:
-            del self.rows[:cut]
+            del times[:cut]
+            del history.ids[:cut]
+            del history.kept[:cut]
+            for column in history.columns:
+                del column[:cut]
 
-    def to_json(self, layout: str = "") -> dict[str, Any]:
-        """The history as JSON-ready data."""
-        return {"w": self.watermark, "e": self.rows, "l": layout}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None, layout: str = "") -> History:
-        """A history back from ``to_json``; an empty one for None or another layout."""
-        if not data or data.get("l", "") != layout:
-            return cls()
-        return cls([list(row) for row in data["e"]], float(data["w"]))
-
-
-def layout(specs: Mapping[str, DerivedSpec]) -> str:
-    """Names a history's columns: the aggregated features, then the aggregates, each spelt out."""
-    aggregates = {n: s.model_dump(exclude_defaults=True) for n, s in specs.items() if s.agg}
-    return json.dumps([aggregated_features(specs), aggregates], sort_keys=True)
+    def _transformed(
+        self, features: Mapping[str, Any], values: dict[str, FeatureValue]
+    ) -> dict[str, FeatureValue]:
+        """``values`` with the transforms added, in declaration order (each sees those before)."""
+        if not self.transforms:
+            return values
+        seen = {**features, **values}
+        for name, spec in self.transforms:
+            x = _number(seen.get(spec.of or ""))
+            value: float | None = None
+            if x is not None:
+                if spec.transform == "log":
+                    value = math.log1p(x) if x > -1 else None
+                elif spec.transform == "bucket":
+                    value = float(bisect.bisect_right(spec.edges or [], x))
+                else:
+                    by = _number(seen.get(spec.by or ""))
+                    value = x / by if by else None
+            if value is not None and math.isfinite(value):
+                values[name] = value
+                seen[name] = value
+        return values
 
 
 def aggregated_features(specs: Mapping[str, DerivedSpec]) -> list[str]:
@@ -251,39 +359,14 @@ def aggregated_features(specs: Mapping[str, DerivedSpec]) -> list[str]:
     return sorted({s.of for s in specs.values() if s.agg is not None and s.of is not None})
 
 
-def aggregate(
-    rows: list[list[Any]], t: float, specs: Mapping[str, DerivedSpec], read: list[str]
-) -> dict[str, FeatureValue]:
-    """The aggregates of an event at ``t`` whose history up to and including it is ``rows``."""
-    column = {name: 2 + i for i, name in enumerate(read)}
-    times = [row[0] for row in rows]
-    out: dict[str, FeatureValue] = {}
-    for name, spec in specs.items():
-        if spec.agg is None:
-            continue
-        if spec.agg == "since_last":
-            if len(rows) > 1:
-                out[name] = t - rows[-2][0]
-            continue
-        if spec.agg == "lag":
-            if len(rows) > spec.lag:
-                value = rows[-1 - spec.lag][column[spec.of or ""]]
-                if value is not None:
-                    out[name] = value
-            continue
-        start = bisect.bisect_left(times, spec.window_start(t))
-        if spec.agg == "count":
-            out[name] = float(len(rows) - start)
-            continue
-        col = column[spec.of or ""]
-        values = [row[col] for row in rows[start:] if row[col] is not None]
-        result = _summary(spec.agg, values)
-        if result is not None:
-            out[name] = result
-    return out
-
-
 def _summary(agg: str, values: list[float]) -> float | None:
+    try:
+        return _summarised(agg, values)
+    except OverflowError:  # a sum beyond floats: no value rather than a wrong one
+        return None
+
+
+def _summarised(agg: str, values: list[float]) -> float | None:
     if agg == "sum":
         return math.fsum(values)
     if not values:
@@ -300,34 +383,10 @@ def _summary(agg: str, values: list[float]) -> float | None:
     return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
 
 
-def transforms(
-    features: dict[str, Any],
-    specs: Mapping[str, DerivedSpec],
-    out: dict[str, FeatureValue] | None = None,
-) -> dict[str, FeatureValue]:
-    """The transforms, in declaration order, over the event's values (each sees those before)."""
-    out = {} if out is None else out
-    for name, spec in specs.items():
-        if spec.transform is None:
-            continue
-        x = _number(features.get(spec.of or ""))
-        value: float | None = None
-        if x is not None:
-            if spec.transform == "log":
-                value = math.log1p(x) if x > -1 else None
-            elif spec.transform == "bucket":
-                value = float(bisect.bisect_right(spec.edges or [], x))
-            else:
-                by = _number(features.get(spec.by or ""))
-                value = x / by if by else None
-        if value is not None and math.isfinite(value):
-            out[name] = value
-            features[name] = value
-    return out
-
-
 def _number(value: Any) -> float | None:
     """A feature value as a float for aggregation; None if missing or not a number."""
+    if type(value) is float:
+        return value if math.isfinite(value) else None
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, int | float) and math.isfinite(value):

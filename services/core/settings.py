@@ -146,6 +146,12 @@ class IngestSettings(_Group):
         description="Events whose time is further in the future than this go to the DLQ as "
         "out_of_range (clocks drift; a year-9999 timestamp is a bug).",
     )
+    window_cache_entities: int = Field(
+        10_000,
+        ge=0,
+        description="Entities whose window histories (derived features) ingest keeps in memory "
+        "as well as in Redis; the rest are read from Redis when their events come.",
+    )
 
 
 class ServingSettings(_Group):

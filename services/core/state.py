@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pydantic_core
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from services.core import metrics
-from services.core.aggregates import History
+from services.core.aggregates import History, Windows
 from services.core.exceptions import ConfigurationError, StackError
 from services.core.health import HEALTH
 from services.core.settings import Settings
@@ -196,35 +198,86 @@ class Deduplicator:
             self._remember(keys=keys, args=[self.ttl_s])
 
 
+_SAVE_HISTORIES = """
+local ttl, at = ARGV[1], 2
+for i = 1, #KEYS do
+  local rewrite, count = ARGV[at], tonumber(ARGV[at + 1])
+  at = at + 2
+  if rewrite == '1' then redis.call('DEL', KEYS[i]) end
+  for first = 0, count - 1, 1000 do
+    redis.call('RPUSH', KEYS[i], unpack(ARGV, at + first, at + math.min(first + 999, count - 1)))
+  end
+  at = at + count
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
+"""
+
+
 class WindowStore:
     """Each entity's recent events, as its derived features' windows need them.
 
-    One key an entity, read for a whole batch in one MGET and written in one pipeline; a key
-    expires ``ttl_s`` after the entity's last event, which bounds memory with ``max_events``.
+    An entity's rows are a Redis list that starts with the layout of its columns: rows are
+    appended as events come (one script call a batch, for every entity in it), and the list is
+    rewritten once pruned rows make up half of it. Histories read or written are kept in
+    memory too (up to ``cached`` entities) until ``forget``: call it whenever partitions are
+    assigned, as another instance may have added to them meanwhile. Two writers at once (an
+    instance that lost its partition without knowing yet) only append the same events twice,
+    which reading takes once. Keys expire ``ttl_s`` after the entity's last event.
     """
 
-    def __init__(self, client: redis.Redis, namespace: str, ttl_s: float, layout: str) -> None:
+    def __init__(self, client: redis.Redis, namespace: str, windows: Windows, cached: int) -> None:
         self.client = client
-        self.prefix = f"eddy:{namespace}:windows:"
-        self.ttl_ms = max(int(ttl_s * 1000), 1)
-        self.layout = layout
+        self.prefix = f"eddy:{namespace}:history:"
+        self.header = pydantic_core.to_json(["layout", windows.layout])
+        self.width = len(windows.read)
+        self.ttl_ms = max(int(windows.expire_s * 1000), 1)
+        self.cached = cached
+        self._cache: OrderedDict[str, History] = OrderedDict()
+        self._save = client.register_script(_SAVE_HISTORIES)
+
+    def forget(self) -> None:
+        """Read every history from Redis again (partitions were assigned)."""
+        self._cache.clear()
 
     def get_many(self, entity_ids: Sequence[str]) -> dict[str, History]:
         """The history of each of ``entity_ids`` (an empty one for an entity not seen)."""
-        values = self.client.mget([self.prefix + entity_id for entity_id in entity_ids])
-        return {
-            entity_id: History.from_json(None if raw is None else json.loads(raw), self.layout)
-            for entity_id, raw in zip(entity_ids, values, strict=True)
-        }
+        out = {e: held for e in entity_ids if (held := self._cache.get(e)) is not None}
+        missing = [e for e in entity_ids if e not in out]
+        if missing:
+            pipe = self.client.pipeline(transaction=False)
+            for entity_id in missing:
+                pipe.lrange(self.prefix + entity_id, 0, -1)
+            for entity_id, rows in zip(missing, pipe.execute(), strict=True):
+                if rows and rows[0] == self.header:
+                    stored = [pydantic_core.from_json(row) for row in rows[1:]]
+                    out[entity_id] = History.of(stored, self.width)
+                else:  # never seen, expired, or kept under another layout: start afresh
+                    out[entity_id] = History(stored=-1)
+        return out
 
     def put_many(self, histories: Mapping[str, History]) -> None:
-        """Store each entity's history, its expiry started again."""
-        if histories:
-            pipe = self.client.pipeline(transaction=False)
-            for entity_id, history in histories.items():
-                value = json.dumps(history.to_json(self.layout))
-                pipe.set(self.prefix + entity_id, value, px=self.ttl_ms)
-            pipe.execute()
+        """Store what each history added, or all of it where pruned rows would pile up."""
+        keys: list[str] = []
+        args: list[Any] = []
+        for entity_id, history in histories.items():
+            rewrite = history.stored < 0 or history.stored + len(history.added) > max(
+                2 * len(history.times), 16
+            )
+            if rewrite:
+                rows = [self.header, *map(pydantic_core.to_json, history.rows())]
+                history.stored = len(history.times)
+            else:
+                rows = list(map(pydantic_core.to_json, history.added))
+                history.stored += len(rows)
+            keys.append(self.prefix + entity_id)
+            args += ["1" if rewrite else "0", len(rows), *rows]
+            history.added = []
+            self._cache[entity_id] = history
+            self._cache.move_to_end(entity_id)
+        if keys:
+            self._save(keys=keys, args=[self.ttl_ms, *args])
+        while len(self._cache) > self.cached:
+            self._cache.popitem(last=False)
 
 
 class FeatureStore:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from confluent_kafka import Message
+from confluent_kafka import Message, TopicPartition
 
 from schemas.base import Features
 from services.core import metrics
@@ -35,7 +35,9 @@ class IngestHandler:
         self.dedup = Deduplicator(runtime.redis, namespace, runtime.settings.ingest.dedup_ttl_s)
         self.store = FeatureStore(runtime.redis, runtime.settings.topic_prefix or "default")
         self.duplicates = metrics.DUPLICATES.labels(SERVICE)
-        self.derive = Derivation(schema, runtime.redis, namespace)
+        self.derive = Derivation(
+            schema, runtime.redis, namespace, runtime.settings.ingest.window_cache_entities
+        )
         # ids emitted by batches not yet acknowledged: Redis learns them only after the ack
         self.in_flight: set[str] = set()
 
@@ -82,6 +84,11 @@ class IngestHandler:
             effects.after_ack.append(lambda: self._acknowledged(accepted, latest))
         return effects
 
+    def assigned(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Partitions came: histories held in memory may be stale, read them from Redis again."""
+        self.derive.store.forget()
+        return partitions
+
     def _acknowledged(self, accepted: dict[str, CleanEvent], latest: dict[str, Features]) -> None:
         self.store.put_many(latest)
         self.dedup.remember(accepted)
@@ -97,4 +104,7 @@ def handlers(runtime: Runtime) -> dict[str, BatchHandler]:
 def run(settings: Settings | None = None) -> None:
     """Entry point: run ingest until SIGTERM or SIGINT."""
     runtime = bootstrap(SERVICE, settings)
-    run_stream_service(runtime, handlers(runtime))
+    handler = handlers(runtime)
+    (ingest,) = handler.values()
+    assert isinstance(ingest, IngestHandler)
+    run_stream_service(runtime, handler, on_assign=ingest.assigned)

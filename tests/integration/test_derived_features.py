@@ -19,7 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from schemas import FeatureEvent, RawEvent
-from services.core.aggregates import History
+from services.core.aggregates import History, Windows
 from services.core.embedded import EmbeddedStack, tuned_for_embedded
 from services.core.feature_schema import FeatureSchema
 from services.core.kafka import create_topics
@@ -157,13 +157,12 @@ def test_a_sigkill_of_ingest_and_a_restart_of_redis_change_no_aggregate(
     got: dict[str, list[dict[str, object]]] = {}
     for event in out:
         got.setdefault(event.event_id, []).append(event.features)
+    windows = Windows(schema.derived, schema.windows)
     histories: dict[str, History] = {}
     late = 0
     for event in events:  # one pass, in the order each card's events were sent
         history = histories.setdefault(event.entity_id, History())
-        derived = history.add(
-            event.ts.timestamp(), event.event_id, event.features, schema.derived, schema.windows
-        )
+        derived = windows.add(history, event.ts.timestamp(), event.event_id, event.features)
         late += derived.late
         expected = {**event.features, **derived.values}
         for copy in got[event.event_id]:  # a batch sent again must carry the same values

@@ -1,9 +1,10 @@
-"""ingest's Redis state on the real embedded Redis: de-duplication with a TTL, the feature store."""
+"""ingest's Redis state on the real embedded Redis: dedup, feature store, window histories."""
 
 from __future__ import annotations
 
+from services.core.aggregates import DerivedSpec, WindowPolicy, Windows
 from services.core.settings import Settings
-from services.core.state import Deduplicator, FeatureStore, connect_redis
+from services.core.state import Deduplicator, FeatureStore, WindowStore, connect_redis
 
 
 def test_remembered_ids_are_seen_and_each_expires_after_the_ttl(settings: Settings) -> None:
@@ -37,3 +38,55 @@ def test_the_store_keeps_the_newest_features_of_each_entity(settings: Settings) 
         {"x": 2.0, "c": "FR"},
         None,
     )
+
+
+def _windows(window: str = "1m") -> Windows:
+    specs = {
+        "n": DerivedSpec(agg="count", window=window),
+        "mean": DerivedSpec(agg="mean", of="x", window=window),
+    }
+    return Windows(specs, WindowPolicy(lateness="10s"))
+
+
+def _feed(store: WindowStore, windows: Windows, start: int, count: int) -> list[dict]:
+    """Events 1 s apart for entities a and b, a batch of 10 at a time; each one's values."""
+    out = []
+    for first in range(start, start + count, 10):
+        histories = store.get_many(["a", "b"])
+        for i in range(first, first + 10):
+            derived = windows.add(histories["ab"[i % 2]], float(i), f"e{i}", {"x": float(i)})
+            out.append(derived.values)
+        store.put_many(histories)
+    return out
+
+
+def test_histories_read_back_from_redis_give_what_memory_gave(settings: Settings) -> None:
+    client, windows = connect_redis(settings), _windows()
+    remembering = WindowStore(client, settings.topic_prefix + "w", windows, cached=100)
+    reading = WindowStore(client, settings.topic_prefix + "w2", windows, cached=0)
+    assert _feed(remembering, windows, 0, 300) == _feed(reading, windows, 0, 300)
+    remembering.forget()  # as when partitions are assigned: Redis is read again
+    assert _feed(remembering, windows, 300, 50) == _feed(reading, windows, 300, 50)
+
+
+def test_a_history_list_is_rewritten_once_pruned_rows_make_up_half_of_it(
+    settings: Settings,
+) -> None:
+    client, windows = connect_redis(settings), _windows()
+    store = WindowStore(client, settings.topic_prefix + "w", windows, cached=100)
+    _feed(store, windows, 0, 1000)
+    kept = len(store.get_many(["a"])["a"].times)  # 70 s of a's events, one every 2 s
+    assert kept == 36
+    assert client.llen(store.prefix + "a") <= 2 * kept + 1  # the layout row and the rows
+    assert 0 < client.pttl(store.prefix + "a") <= windows.expire_s * 1000
+
+
+def test_a_history_kept_under_other_windows_starts_afresh(settings: Settings) -> None:
+    client = connect_redis(settings)
+    namespace = settings.topic_prefix + "w"
+    before = WindowStore(client, namespace, _windows("1m"), cached=0)
+    _feed(before, _windows("1m"), 0, 100)
+    changed = _windows("5m")
+    after = WindowStore(client, namespace, changed, cached=0)
+    assert after.get_many(["a"])["a"].times == []
+    assert _feed(after, changed, 100, 10)[0] == {"n": 1.0, "mean": 100.0}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from services.core.aggregates import DerivedSpec, History, WindowPolicy, seconds
+from services.core.aggregates import DerivedSpec, History, WindowPolicy, Windows, seconds
 from services.core.feature_schema import FeatureSchema
 
 SPECS = {
@@ -129,17 +129,17 @@ def _brute(events: list[Event]) -> list[tuple[dict[str, float], bool]]:
 
 
 def _derive(events: list[Event], batch: int = 1) -> list[tuple[dict[str, float], bool]]:
-    """Through History, saved as JSON and read back every ``batch`` events (as Redis keeps it)."""
-    policy = WindowPolicy(lateness=LATENESS, max_events=10_000)
-    stored = History().to_json()
+    """Through Windows, the rows stored as JSON and read back every ``batch`` events."""
+    windows = Windows(SPECS, WindowPolicy(lateness=LATENESS, max_events=10_000))
+    stored: list[list[object]] = []
     out = []
     for start in range(0, len(events), batch):
-        history = History.from_json(json.loads(json.dumps(stored)))
+        history = History.of(json.loads(json.dumps(stored)), len(windows.read))
         for e in events[start : start + batch]:
             features = {"x": e.x, **({"y": e.y} if e.y is not None else {})}
-            derived = history.add(e.t, e.id, features, SPECS, policy)
+            derived = windows.add(history, e.t, e.id, features)
             out.append((derived.values, derived.late))
-        stored = history.to_json()
+        stored = history.rows()
     return out
 
 
@@ -169,43 +169,48 @@ def test_replaying_the_same_input_gives_the_same_values() -> None:
 
 
 def test_an_event_seen_again_is_counted_once_and_gets_its_own_values_again() -> None:
-    spec = {"n": DerivedSpec(agg="count", window="1h")}
+    windows = Windows({"n": DerivedSpec(agg="count", window="1h")}, WindowPolicy(lateness="1m"))
     history = History()
-    first = history.add(10.0, "a", {}, spec).values
-    history.add(20.0, "b", {}, spec)
-    again = history.add(10.0, "a", {}, spec)
+    first = windows.add(history, 10.0, "a", {}).values
+    windows.add(history, 5.0, "late but in time", {})
+    again = windows.add(history, 10.0, "a", {})
     assert again.replayed and again.values == first == {"n": 1.0}  # not {"n": 2.0}
-    assert history.add(30.0, "c", {}, spec).values == {"n": 3.0}
+    assert windows.add(history, 30.0, "c", {}).values == {"n": 3.0}
 
 
 def test_history_is_bounded_by_its_windows_and_by_max_events() -> None:
-    spec = {
+    specs = {
         "n": DerivedSpec(agg="count", window="10s"),
         "back": DerivedSpec(agg="lag", of="x", lag=3),
     }
+    windows = Windows(specs, WindowPolicy(lateness="5s"))
     history = History()
     for t in range(1000):
-        history.add(float(t), str(t), {"x": float(t)}, spec, WindowPolicy(lateness="5s"))
-    assert len(history.rows) == 16  # 10 s window + 5 s lateness, both ends in
-    assert history.add(1000.0, "z", {"x": 0.0}, spec).values == {"n": 10.0, "back": 997.0}
-    capped = History()
+        windows.add(history, float(t), str(t), {"x": float(t)})
+    assert len(history.times) == 16  # 10 s window + 5 s lateness, both ends in
+    assert windows.add(history, 1000.0, "z", {"x": 0.0}).values == {"n": 10.0, "back": 997.0}
+    capped = Windows({"n": DerivedSpec(agg="count", window="1d")}, WindowPolicy(max_events=7))
+    history = History()
     for t in range(100):
-        capped.add(
-            float(t),
-            str(t),
-            {},
-            {"n": DerivedSpec(agg="count", window="1d")},
-            WindowPolicy(max_events=7),
-        )
-    assert len(capped.rows) == 7
+        capped.add(history, float(t), str(t), {})
+    assert len(history.times) == len(history.kept) == 7
 
 
 def test_lags_look_back_past_the_window_horizon() -> None:
-    spec = {"back": DerivedSpec(agg="lag", of="x", lag=2), "gap": DerivedSpec(agg="since_last")}
+    windows = Windows(
+        {"back": DerivedSpec(agg="lag", of="x", lag=2), "gap": DerivedSpec(agg="since_last")}
+    )
     history = History()
     for t in (0.0, 1e6, 2e6):
-        derived = history.add(t, str(t), {"x": t}, spec)
+        derived = windows.add(history, t, str(t), {"x": t})
     assert derived.values == {"back": 0.0, "gap": 1e6}
+
+
+def test_a_sum_beyond_floats_gives_no_value_rather_than_an_error() -> None:
+    windows = Windows({"s": DerivedSpec(agg="sum", of="x", window="1h")})
+    history = History()
+    windows.add(history, 1.0, "a", {"x": 1.7e308})
+    assert windows.add(history, 2.0, "b", {"x": 1.7e308}).values == {}
 
 
 @pytest.mark.parametrize(
