@@ -123,7 +123,10 @@ class EddyClient:
                     f"no reply within {timeout_s}s on {self.topics('prediction_replies')}: "
                     "is `eddy run serving` running with a model loaded?"
                 )
-            for message in replies.consume(100, 0.1):
+            # poll, not consume(n, timeout): that waits the whole timeout unless n messages come,
+            # which made every call take at least 100 ms
+            first = replies.poll(0.1)
+            for message in [first, *replies.consume(100, 0)] if first is not None else []:
                 if message.error() is None:
                     reply = PredictionReply.model_validate_json(message.value() or b"")
                     self._pending[reply.correlation_id] = reply
