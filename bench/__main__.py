@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     print(render(figures))
-    write_results(figures, out, failed, load)
+    write_results(figures, out, failed, load, every_scenario=set(chosen) == set(SCENARIOS))
     print(f"\nwritten to {out}")
     if failed:
         print(f"FAILED scenarios: {', '.join(failed)}", file=sys.stderr)

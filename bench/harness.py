@@ -291,12 +291,15 @@ def write_results(
     path: Path = RESULTS,
     failed: dict[str, str] | None = None,
     load: dict[str, dict[str, float]] | None = None,
+    every_scenario: bool = True,
 ) -> None:
     """Write figures, units, machine, versions and dates as JSON, and any scenario that failed.
 
     ``load`` is each scenario's machine load while it ran (seconds, busy and stolen cores). The
     figures of scenarios not run this time are kept from the file, each with the date it was
-    measured, so that rerunning one scenario after a change keeps the others' figures.
+    measured, so that rerunning one scenario after a change keeps the others' figures. A
+    service's footprint is its peak over the workloads that ran: unless ``every_scenario`` ran,
+    a lower peak from a lighter workload does not replace a higher one on file.
     """
     now = datetime.now(UTC).isoformat(timespec="seconds")
     ran = {f.scenario for f in figures}
@@ -310,6 +313,19 @@ def write_results(
             previous = {}
         old_dates = previous.get("dates", {})
         measured = {(f.scenario, f.name) for f in figures}
+        if not every_scenario:
+            higher = {
+                (f["scenario"], f["name"]): f["value"]
+                for f in previous.get("figures", [])
+                if f.get("scenario") == "footprint"
+            }
+            figures = [
+                f
+                for f in figures
+                if f.scenario != "footprint" or f.value >= higher.get((f.scenario, f.name), 0)
+            ]
+            measured = {(f.scenario, f.name) for f in figures}
+            ran = {f.scenario for f in figures}
         for figure in previous.get("figures", []):
             scenario = figure.get("scenario")
             # footprint figures are one per service: a run that started some keeps the others'

@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from services.core.aggregates import DerivedSpec, History, WindowPolicy, Windows, seconds
 from services.core.feature_schema import FeatureSchema
+from services.core.rejection import Rejection
+from services.ingest.validation import validate_raw
 
 SPECS = {
     "n_slide": DerivedSpec(agg="count", window="60s"),
@@ -258,3 +263,17 @@ def test_durations_read_as_people_write_them() -> None:
     assert [seconds(d) for d in ("90s", "15m", "1.5h", "7d", 3)] == [90, 900, 5400, 604800, 3]
     with pytest.raises(ValueError, match="not a duration"):
         seconds("soon")
+
+
+def test_the_schema_in_the_docs_is_valid_and_a_raw_event_cannot_send_a_derived_feature() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "features.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", docs, re.S)
+    schema = FeatureSchema.model_validate(tomllib.loads("\n".join(blocks)))
+    assert len(schema.derived) == 8 and schema.target.type == "binary"
+    event = {"amount": 12.0, "channel": "web", "day": 3, "email": "a@b.c"}
+    raw = {"event_id": "e1", "entity_id": "card-1", "ts": "2026-12-05T07:00:00Z"}
+    ok = validate_raw(json.dumps({**raw, "features": event}).encode(), schema, 65536, pii_key=b"k")
+    assert not isinstance(ok, Rejection) and "spend_1h" not in ok.features
+    sent = {**event, "spend_1h": 5.0}
+    refused = validate_raw(json.dumps({**raw, "features": sent}).encode(), schema, 65536)
+    assert isinstance(refused, Rejection) and refused.reason == "unknown_field"

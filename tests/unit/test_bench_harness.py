@@ -70,6 +70,19 @@ def test_a_run_that_measured_some_services_footprints_keeps_the_others(tmp_path:
     ]
 
 
+def test_a_lighter_partial_run_keeps_the_higher_footprint_on_file(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    write_results([Figure("footprint", "peak RSS serving", 238.0, "MB")], results)
+    partial = [Figure("footprint", "peak RSS serving", 200.0, "MB"), Figure("a", "fa", 1.0, "x")]
+    write_results(partial, results, every_scenario=False)
+    kept = {f["name"]: f["value"] for f in json.loads(results.read_text())["figures"]}
+    write_results([Figure("footprint", "peak RSS serving", 200.0, "MB")], results)
+    every = {f["name"]: f["value"] for f in json.loads(results.read_text())["figures"]}
+
+    assert kept == {"peak RSS serving": 238.0, "fa": 1.0}
+    assert every["peak RSS serving"] == 200.0
+
+
 def test_a_scraped_metric_sums_its_samples_with_the_label_and_nothing_else() -> None:
     from bench.harness import scraped
     from services.core import metrics
