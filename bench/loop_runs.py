@@ -17,12 +17,12 @@ import uuid
 from dataclasses import dataclass, replace
 
 from bench.harness import Context
+from eddy.demo import LoopReport, LoopRun, Scenario
+from eddy.replay import in_process_predictions, score
 from schemas.models import ModelSpec
 from services.core.datasets import loop_stream, rows_available
-from services.core.demo import LoopReport, LoopRun, Scenario
 from services.core.feature_schema import FeatureSchema
 from services.core.model_specs import baseline_spec, build_model, load_specs
-from services.core.replay import in_process_predictions, score
 
 #: Events per second of every loop run (the demo's rate).
 RATE = 400.0

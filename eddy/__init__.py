@@ -40,6 +40,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from eddy.client import EddyClient as Client
+    from eddy.client import PredictionFailedError, PredictionTimeoutError
     from schemas import (
         Alert,
         DeadLetter,
@@ -56,8 +58,6 @@ if TYPE_CHECKING:
         ShadowAnswers,
         TrainingExample,
     )
-    from services.core.client import EddyClient as Client
-    from services.core.client import PredictionFailedError, PredictionTimeoutError
     from services.core.settings import Settings
 
 #: Public name → (module, attribute).
@@ -81,9 +81,9 @@ _EXPORTS = {
             "TrainingExample",
         )
     },
-    "Client": ("services.core.client", "EddyClient"),
-    "PredictionFailedError": ("services.core.client", "PredictionFailedError"),
-    "PredictionTimeoutError": ("services.core.client", "PredictionTimeoutError"),
+    "Client": ("eddy.client", "EddyClient"),
+    "PredictionFailedError": ("eddy.client", "PredictionFailedError"),
+    "PredictionTimeoutError": ("eddy.client", "PredictionTimeoutError"),
     "Settings": ("services.core.settings", "Settings"),
 }
 

@@ -101,7 +101,7 @@ def demo(
     no_drift: bool,
 ) -> None:
     """Run the whole loop on a stream and show what happens."""
-    from services.core.demo import Scenario, run_demo
+    from eddy.demo import Scenario, run_demo
 
     available = rows_available(stream)
     if events is None:
@@ -545,8 +545,8 @@ def predict(features_json: str, timeout: float, entity: str | None) -> None:
     """Request/reply prediction: eddy predict '{"https": 1.0}' [--entity page-7]."""
     from pydantic import TypeAdapter
 
+    from eddy.client import EddyClient
     from schemas.base import Features
-    from services.core.client import EddyClient
     from services.core.stream import describe
 
     try:  # checked here, before connecting: a clear error, not the service's dead letter
@@ -563,7 +563,7 @@ def predict(features_json: str, timeout: float, entity: str | None) -> None:
 @click.argument("file", type=click.File("rb"), default="-")
 def send(file: Any) -> None:
     """Send raw events, one JSON object per line, to events.raw (ingest validates them)."""
-    from services.core.client import EddyClient
+    from eddy.client import EddyClient
 
     count = 0
     with EddyClient(_settings()) as client:
@@ -651,7 +651,7 @@ def replay(
     """
     import json
 
-    from services.core.replay import Replay, run_replay
+    from eddy.replay import Replay, run_replay
 
     plan = Replay(
         path=file,

@@ -23,9 +23,9 @@ from pathlib import Path
 from bench.harness import Context, Figure, median_figure
 from bench.pacing import percentile
 from bench.scenarios.serving_throughput import FEATURES, output_rate, publish_model, synthetic_rows
+from eddy.client import EddyClient, PredictionTimeoutError
 from schemas import RawEvent
 from schemas.base import Features
-from services.core.client import EddyClient, PredictionTimeoutError
 from services.core.embedded import EmbeddedStack
 from services.core.feature_schema import FeatureSchema
 from services.core.kafka import make_producer

@@ -28,7 +28,7 @@ from bench.loop_runs import (
     prequential_hits,
     served_hits,
 )
-from services.core.demo import LoopReport
+from eddy.demo import LoopReport
 from services.core.settings import MonitoringSettings
 from services.monitoring.detectors import DriftWatch
 from services.monitoring.service import ERROR_SUBJECT

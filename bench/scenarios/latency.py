@@ -32,8 +32,8 @@ from types import FrameType
 from bench.harness import Context, Figure, median_figure
 from bench.pacing import ArrivalClock, Trace, at_rate, percentile, send_paced
 from bench.scenarios.serving_throughput import FEATURES, publish_model, synthetic_rows
+from eddy.client import EddyClient, PredictionTimeoutError
 from schemas import RawEvent
-from services.core.client import EddyClient, PredictionTimeoutError
 from services.core.embedded import spawn_child, stop_child
 from services.core.kafka import make_producer
 from services.core.settings import Settings

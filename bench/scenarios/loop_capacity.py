@@ -58,8 +58,8 @@ from bench.harness import (
     median_figure,
 )
 from bench.pacing import Scheduled, send_paced
+from eddy.client import EddyClient, PredictionTimeoutError
 from schemas import Label, RawEvent
-from services.core.client import EddyClient, PredictionTimeoutError
 from services.core.datasets import sea_with_drift
 from services.core.kafka import make_admin, make_producer, partitions_of
 from services.core.procstat import cpu_seconds, run_queue_seconds

@@ -26,7 +26,7 @@ from bench.loop_runs import (
     loop_streams,
     served_score,
 )
-from services.core.demo import LoopReport
+from eddy.demo import LoopReport
 
 SCENARIO = "served score"
 

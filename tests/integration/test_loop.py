@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.core.demo import LoopRun, Scenario, loop_settings
+from eddy.demo import LoopRun, Scenario, loop_settings
 from services.core.settings import Settings
 
 EVENTS, DRIFT_AT = 6000, 3000

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from eddy.cli import main
+from eddy.client import EddyClient
 from schemas import RawEvent
-from services.core.client import EddyClient
 from services.core.exceptions import MessageTooLargeError
 from services.core.settings import Settings
 from services.core.supervisor import service_env

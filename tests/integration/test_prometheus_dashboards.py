@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from services.core.demo import LoopRun, Scenario, loop_settings
+from eddy.demo import LoopRun, Scenario, loop_settings
 from services.core.embedded import free_port, stop_child
 from services.core.settings import Settings
 from tests.integration.support import poll_until

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from river import datasets
 
 from eddy.cli import main
-from services.core.replay import Replay, run_replay
+from eddy.replay import Replay, run_replay
 from services.core.settings import Settings
 from services.core.supervisor import service_env
 

@@ -11,11 +11,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr
 
+from eddy.client import EddyClient, PredictionFailedError
 from schemas import DeadLetter, ModelVersion, Prediction, PredictionReply
 from schemas.base import Features
 from services.core import registry
 from services.core.artifacts import LocalStore
-from services.core.client import EddyClient, PredictionFailedError
 from services.core.onnx_compile import TOLERANCE
 from services.core.settings import Settings
 from services.core.signing import Keyring, private_hex, public_hex

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import eddy
+from eddy.client import EddyClient
 from schemas import PAYLOADS
-from services.core.client import EddyClient
 from services.core.settings import Settings
 
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eddy.demo import Echo, LoopReport, Scenario, loop_environment, run_loop
 from schemas.base import Features, Target
 from schemas.models import ModelSpec
-from services.core.demo import Echo, LoopReport, Scenario, loop_environment, run_loop
 from services.core.exceptions import ConfigurationError
 from services.core.feature_schema import FeatureSchema
 from services.core.model_specs import build_model, load_specs

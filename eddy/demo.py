@@ -26,9 +26,9 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from pydantic import SecretStr
 
+from eddy.client import EddyClient, PredictionTimeoutError
 from schemas import DeadLetter, DriftEvent, Label, ModelVersion, Prediction, RawEvent
 from schemas.base import Target
-from services.core.client import EddyClient, PredictionTimeoutError
 from services.core.datasets import Row, loop_stream
 from services.core.embedded import EmbeddedStack, tuned_for_embedded
 from services.core.kafka import create_topics, make_consumer, unsettled_groups
