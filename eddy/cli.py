@@ -92,6 +92,14 @@ def main() -> None:
 @_count_option("--label-delay", 100, "Events each label lags.")
 @_count_option("--drift-width", 0, "0: abrupt; else gradual over this many events.")
 @click.option("--no-drift", is_flag=True, help="A stationary stream (no concept drift).")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=Path("eddy-report.html"),
+    show_default=True,
+    help="Where the HTML report goes at the end.",
+)
 def demo(
     stream: str,
     events: int | None,
@@ -99,6 +107,7 @@ def demo(
     label_delay: int,
     drift_width: int,
     no_drift: bool,
+    report_path: Path,
 ) -> None:
     """Run the whole loop on a stream and show what happens."""
     from eddy.demo import Scenario, run_demo
@@ -121,7 +130,7 @@ def demo(
         rate=rate,
         label_delay=label_delay,
     )
-    run_demo(_settings(), click.echo, scenario)
+    run_demo(_settings(), click.echo, scenario, report_path)
 
 
 @main.command("run")
@@ -634,6 +643,13 @@ def schemas_check() -> None:
     default=None,
     help="Also write the summary as JSON here.",
 )
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Where the HTML report goes [FILE with .report.html].",
+)
 def replay(
     file: Path,
     target: str,
@@ -643,6 +659,7 @@ def replay(
     label_delay: int,
     events: int | None,
     summary_json: Path | None,
+    report_path: Path | None,
 ) -> None:
     """Stream your own CSV or JSON-lines file through the whole loop, and score what it served.
 
@@ -661,6 +678,7 @@ def replay(
         events=events,
         schema=schema_path,
         models=models,
+        report=report_path or file.with_suffix(".report.html"),
     )
     summary = run_replay(_settings(), click.echo, plan)
     for line in summary.lines():
@@ -668,6 +686,43 @@ def replay(
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary.as_json(), indent=2) + "\n", encoding="utf-8")
         click.echo(f"  summary JSON    {summary_json}")
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=Path("eddy-report.html"),
+    show_default=True,
+    help="The HTML file to write.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Also print what it shows as JSON.")
+@click.option(
+    "--idle",
+    type=click.FloatRange(0.1, 60),
+    default=1.0,
+    show_default=True,
+    help="Seconds without a message that end the reading of a topic.",
+)
+def report(out: Path, as_json: bool, idle: float) -> None:
+    """Write an HTML report of how the loop did over the stream; it opens offline.
+
+    Served score over the stream with drift events and versions marked, the leaderboard over
+    time, label coverage and delay, latency percentiles, dead letters by reason: read from the
+    topics and training's leaderboard history on the configured stack.
+    """
+    from eddy.report import as_json as report_json
+    from eddy.report import write_report
+
+    data = write_report(_settings(), out, idle)
+    if as_json:
+        click.echo(report_json(data))
+    else:
+        click.echo(
+            f"{data.predictions:,} predictions, {data.labelled:,} labelled, "
+            f"{len(data.versions)} versions, {len(data.drift)} drift events: report written to "
+            f"{out}"
+        )
 
 
 @models.command("deploy")

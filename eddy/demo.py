@@ -443,8 +443,18 @@ def run_loop(
     return LoopRun(settings, scenario, workdir, echo, rows).run()
 
 
-def run_demo(settings: Settings, echo: Echo, scenario: Scenario | None = None) -> LoopReport:
-    """Run the loop on the configured endpoints, or on an embedded stack when there are none."""
+def run_demo(
+    settings: Settings,
+    echo: Echo,
+    scenario: Scenario | None = None,
+    report_path: Path | None = None,
+) -> LoopReport:
+    """Run the loop on the configured endpoints, or on an embedded stack when there are none.
+
+    ``report_path``: also write the HTML report there, while the stack is still up.
+    """
+    from eddy.report import write_report
+
     scenario = scenario or Scenario()
     with loop_environment(settings, echo, scenario.stream) as base:
         configured = loop_settings(base, feature_schema=scenario.stream)
@@ -453,4 +463,7 @@ def run_demo(settings: Settings, echo: Echo, scenario: Scenario | None = None) -
         for line in report.summary():
             echo(line)
         echo(f"  wall time       {time.monotonic() - started:.1f} s")
+        if report_path is not None:
+            write_report(configured, report_path)
+            echo(f"report written to {report_path} (open it in a browser)")
         return report

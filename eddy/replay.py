@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from eddy.demo import Echo, LoopReport, Scenario, loop_environment, run_loop
+from eddy.report import write_report
 from schemas.base import Features, Target
 from schemas.models import ModelSpec
 from services.core.exceptions import ConfigurationError
@@ -48,6 +49,8 @@ class Replay:
     #: candidates: "auto" or a models file (EDDY_TRAINING__MODELS)
     models: str = "auto"
     windows: int = 5
+    #: where the HTML report goes (None: no report)
+    report: Path | None = None
 
 
 def read_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
@@ -349,6 +352,9 @@ def run_replay(settings: Settings, echo: Echo, replay: Replay) -> ReplaySummary:
             }
         )
         report = run_loop(configured, scenario, echo, rows)
+        if replay.report is not None:
+            write_report(configured, replay.report)
+            echo(f"report written to {replay.report} (open it in a browser)")
         raw_board = connect_redis(configured).get(
             leaderboard_key(configured.topic_prefix, configured.model_name)
         )

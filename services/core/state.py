@@ -162,6 +162,11 @@ def leaderboard_key(prefix: str, model_name: str) -> str:
     return f"eddy:{prefix}training:{model_name}:leaderboard"
 
 
+def leaderboard_history_key(prefix: str, model_name: str) -> str:
+    """Where training keeps the leaderboard's recent history (``eddy report`` draws it)."""
+    return f"eddy:{prefix}training:{model_name}:leaderboard:history"
+
+
 #: SET key 1 EX ttl for every key: one command for a whole batch's ids.
 _REMEMBER = """
 for _, key in ipairs(KEYS) do

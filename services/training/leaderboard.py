@@ -1,6 +1,7 @@
 """The leaderboard: each candidate's standing, for Prometheus and ``eddy models leaderboard``.
 
-Exported at most once a second, as gauges and as JSON in Redis.
+Exported at most once a second, as gauges and as JSON in Redis, where its last ``HISTORY``
+exports (each candidate's score by examples learned) are kept for ``eddy report``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import redis
 
 from services.core import metrics
-from services.core.state import leaderboard_key
+from services.core.state import leaderboard_history_key, leaderboard_key
 from services.training.learner import Race
 from services.training.scores import TASK_METRICS, Metric
 from services.training.selection import standings
@@ -20,6 +21,8 @@ from services.training.selection import standings
 SERVICE = "training"
 #: Seconds between two exports: the board is for people and dashboards.
 EXPORT_INTERVAL_S = 1.0
+#: Exports kept in the history (an hour of a busy training).
+HISTORY = 3600
 
 
 def rows(race: Race, metric: Metric) -> list[dict[str, Any]]:
@@ -54,6 +57,7 @@ class Leaderboard:
     def __init__(self, client: redis.Redis, prefix: str, model_name: str, metric: Metric) -> None:
         self.client = client
         self.key = leaderboard_key(prefix, model_name)
+        self.history_key = leaderboard_history_key(prefix, model_name)
         self.model_name = model_name
         self.metric = metric
         self._last = 0.0
@@ -88,4 +92,14 @@ class Leaderboard:
             metrics.CANDIDATE_ERRORS.labels(SERVICE, self.model_name, name).inc(max(new_errors, 0))
             self._errors_exported[name] = row["errors"]
         payload = {"updated_at": time.time(), "examples": race.examples, "candidates": board}
-        self.client.set(self.key, json.dumps(payload))
+        point = {
+            "examples": race.examples,
+            "champion": race.champion,
+            "metric": self.metric,
+            "scores": {row["candidate"]: row["score"] for row in board},
+        }
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.key, json.dumps(payload))
+        pipe.rpush(self.history_key, json.dumps(point))
+        pipe.ltrim(self.history_key, -HISTORY, -1)
+        pipe.execute()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, SecretStr
@@ -68,3 +71,46 @@ def reader(settings: Settings) -> Iterator[Callable[[TopicRole, type[BaseModel]]
     yield open_reader
     for item in opened:
         item.close()
+
+
+#: Flags for a closed network: without the background ones Chromium keeps calling Google.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_binary() -> str:
+    binary = shutil.which("chromium")
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no chromium under CI=true: .ci/run installs Debian's chromium")
+        pytest.skip("no chromium binary (apt-get install chromium; CI installs it)")
+    return binary
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright (skipped without it, but under CI)."""
+    binary = chromium_binary()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=binary, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """Where a test leaves what a person may want to look at (screenshots): test-artifacts/."""
+    folder = Path(os.environ.get("EDDY_TEST_ARTIFACTS", "test-artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -6,8 +6,6 @@ except under CI=true, where ``.ci/run`` installs it.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,39 +18,7 @@ from services.labeling.labellers import add_to_file
 from services.labeling.web import LabelServer
 from tests.integration.support import OpenReader, produce
 
-#: Flags for a closed network: without the background ones Chromium keeps calling Google.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHONE = {"width": 390, "height": 844}
-
-
-def chromium_binary() -> str:
-    binary = shutil.which("chromium")
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no chromium under CI=true: .ci/run installs Debian's chromium")
-        pytest.skip("no chromium binary (apt-get install chromium; CI installs it)")
-    return binary
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    binary = chromium_binary()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=binary, headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -116,7 +82,9 @@ def test_a_labeller_signs_in_and_answers_three_requests_by_keyboard(
     ]
 
 
-def test_the_page_fits_a_phone_screen(settings: Settings, page_url: str, browser: Any) -> None:
+def test_the_page_fits_a_phone_screen(
+    settings: Settings, page_url: str, browser: Any, artifacts: Path
+) -> None:
     produce(
         settings,
         "labeling_tasks",
@@ -129,6 +97,7 @@ def test_the_page_fits_a_phone_screen(settings: Settings, page_url: str, browser
     page.click("button:text('Sign in')")
     page.wait_for_selector("article.task[data-event=t1]", timeout=30_000)
 
+    page.screenshot(path=str(artifacts / "label-page-phone.png"))
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     button = page.locator("article.task").first.locator("button").first.bounding_box()
 
