@@ -298,11 +298,17 @@ def topics() -> None:
 
 
 @topics.command("create")
-def topics_create() -> None:
+@click.option("--json", "as_json", is_flag=True, help="What was created, as JSON.")
+def topics_create(as_json: bool) -> None:
     """Create every declared topic that does not exist yet (idempotent)."""
+    import json
+
     from services.core.kafka import create_topics
 
     created, existing = create_topics(_settings())
+    if as_json:
+        click.echo(json.dumps({"created": created, "existing": existing}, indent=2))
+        return
     for name in created:
         click.echo(f"created  {name}")
     for name in existing:
@@ -310,14 +316,25 @@ def topics_create() -> None:
 
 
 @topics.command("list")
-def topics_list() -> None:
+@click.option("--json", "as_json", is_flag=True, help="The topics as JSON, for scripts.")
+def topics_list(as_json: bool) -> None:
     """Declared topics with their partition counts on the broker."""
+    import json
+
     from services.core.kafka import list_topics
     from services.core.topics import Topics
 
     settings = _settings()
     on_broker = list_topics(settings)
-    for name, spec in Topics(settings.topic_prefix).all():
+    declared = Topics(settings.topic_prefix).all()
+    if as_json:
+        rows = [
+            {"name": n, "role": spec.role, "payload": spec.payload, "partitions": on_broker.get(n)}
+            for n, spec in declared
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for name, spec in declared:
         state = f"{on_broker[name]} partitions" if name in on_broker else "missing"
         click.echo(f"{name:<32} {spec.payload:<18} {state}")
 
@@ -461,16 +478,24 @@ def models_import(
 
 @models.command("list")
 @click.option("--name", "model_name", default=None, help="Only this model.")
-def models_list(model_name: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The versions' records as JSON, for scripts.")
+def models_list(model_name: str | None, as_json: bool) -> None:
     """Every published version, oldest first, with its trigger, parent and what it learned."""
+    import json
+
     from services.core.registry import read_versions
 
-    history = read_versions(_settings())
+    history = [
+        v for v in read_versions(_settings()) if not model_name or v.model_name == model_name
+    ]
+    if as_json:
+        click.echo(json.dumps([v.model_dump(mode="json") for v in history], indent=2))
+        return
     if not history:
-        click.echo("no versions published yet")
+        click.echo(
+            f"no versions of {model_name} yet" if model_name else "no versions published yet"
+        )
     for v in history:
-        if model_name and v.model_name != model_name:
-            continue
         parent = f"v{v.parent_version}" if v.parent_version else "-"
         learned = sum(span.last - span.first + 1 for span in v.lineage)
         click.echo(

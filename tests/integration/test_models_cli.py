@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 from click.testing import CliRunner
@@ -34,6 +35,17 @@ def test_list_and_show_give_trigger_parent_lineage_and_ancestry(settings: Settin
     assert "v1" in listing and "v2" in listing and "parent v1" in listing
     shown = eddy(settings, "models", "show", "default", "2")
     assert '"sha256"' in shown and "ancestry: v2 <- v1" in shown
+    records = json.loads(eddy(settings, "models", "list", "--json"))
+    assert [(r["version"], r["parent_version"]) for r in records] == [(1, None), (2, 1)]
+    assert json.loads(eddy(settings, "models", "list", "--name", "other", "--json")) == []
+
+
+def test_topics_list_and_create_say_the_same_as_json(settings: Settings) -> None:
+    listed = json.loads(eddy(settings, "topics", "list", "--json"))
+    assert {t["role"] for t in listed} >= {"raw", "features", "predictions", "models"}
+    assert all(t["partitions"] >= 1 and t["name"].startswith(settings.topic_prefix) for t in listed)
+    again = json.loads(eddy(settings, "topics", "create", "--json"))
+    assert again["created"] == [] and len(again["existing"]) == len(listed)
 
 
 def test_rollback_then_promote_switch_what_serving_answers_with(
