@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import click
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.events import RejectReason
 from services.core.datasets import (
@@ -33,6 +33,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 RUNNABLE = ("ingest", "serving", "labeling", "training", "monitoring")
 #: Topics ``eddy tail`` reads, by role (every topic of ``infra/topics.toml``).
 TAILABLE = get_args(TopicRole)
+
+
+#: The nested groups of Settings (EDDY_<GROUP>__...).
+_GROUPS = {
+    name
+    for name, f in Settings.model_fields.items()
+    if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+}
 
 
 def _settings() -> Settings:
@@ -131,6 +139,30 @@ def demo(
         label_delay=label_delay,
     )
     run_demo(_settings(), click.echo, scenario, report_path)
+
+
+@main.command("settings")
+@click.option("--json", "as_json", is_flag=True, help="As JSON, for scripts.")
+def show_settings(as_json: bool) -> None:
+    """The settings in force here, from EDDY_* variables and files; secrets show as stars."""
+    import json
+
+    values = _settings().model_dump(mode="json")
+    if as_json:
+        click.echo(json.dumps(values, indent=2))
+        return
+
+    def lines(group: dict[str, object], prefix: str) -> None:
+        for name, value in group.items():
+            variable = f"{prefix}{name.upper()}"
+            if isinstance(value, dict) and variable[5:].lower() in _GROUPS:
+                lines(value, f"{variable}__")
+            else:
+                click.echo(
+                    f"{variable}={json.dumps(value) if not isinstance(value, str) else value}"
+                )
+
+    lines(values, "EDDY_")
 
 
 @main.command("run")

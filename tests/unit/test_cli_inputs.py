@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,21 @@ def test_the_label_page_with_nobody_allowed_in_says_how_to_add_someone(tmp_path:
         main, ["label-ui"], env={"EDDY_LABELING__UI_USERS_FILE": str(tmp_path / "nobody")}
     )
     assert result.exit_code == 1 and "eddy labellers add NAME" in result.output
+
+
+def test_eddy_settings_shows_what_is_in_force_and_never_a_secret() -> None:
+    secrets = {
+        "EDDY_SIGNING_KEY": "signing-secret-1",
+        "EDDY_PII_KEY": "pii-secret-2",
+        "EDDY_REDIS_PASSWORD": "redis-secret-3",
+        "EDDY_KAFKA__SASL_PASSWORD": "sasl-secret-4",
+    }
+    env = {**secrets, "EDDY_KAFKA__BATCH_SIZE": "321"}
+    plain = CliRunner().invoke(main, ["settings"], env=env)
+    as_json = CliRunner().invoke(main, ["settings", "--json"], env=env)
+    assert plain.exit_code == as_json.exit_code == 0, plain.output + as_json.output
+    assert "EDDY_KAFKA__BATCH_SIZE=321" in plain.output
+    assert json.loads(as_json.output)["kafka"]["batch_size"] == 321
+    for secret in secrets.values():
+        assert secret not in plain.output and secret not in as_json.output
+    assert "EDDY_SIGNING_KEY=**********" in plain.output

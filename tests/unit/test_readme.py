@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+from typing import Any
 
 import click
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from eddy.cli import main
 from services.core.settings import Settings
@@ -15,15 +18,52 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
 
 
-def _variables(model: type[BaseModel], prefix: str = "EDDY_") -> list[str]:
-    names = []
+def _defaults(model: type[BaseModel], prefix: str = "EDDY_") -> dict[str, Any]:
+    """Every setting's variable and its default, as the code has them."""
+    found: dict[str, Any] = {}
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            names += _variables(annotation, f"{prefix}{name.upper()}__")
+            found.update(_defaults(annotation, f"{prefix}{name.upper()}__"))
         else:
-            names.append(f"{prefix}{name.upper()}")
-    return names
+            found[f"{prefix}{name.upper()}"] = field.get_default(call_default_factory=True)
+    return found
+
+
+def _variables(model: type[BaseModel]) -> list[str]:
+    return list(_defaults(model))
+
+
+def _same_default(documented: str, value: Any) -> bool:
+    """Whether the reference's default column says the code's default."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if value is None or value == "":
+        return documented in ("unset", "empty")
+    text = documented.strip("`")
+    if isinstance(value, bool):
+        return text == str(value).lower()
+    if isinstance(value, int | float):
+        return _number(text) == value
+    if isinstance(value, list | dict):
+        return _json(text) == value
+    if isinstance(value, Path):
+        return Path(text).expanduser() == value
+    return text == str(value)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _commands(group: click.Group, prefix: str = "eddy") -> list[str]:
@@ -39,6 +79,16 @@ def _commands(group: click.Group, prefix: str = "eddy") -> list[str]:
 def test_every_setting_is_in_the_configuration_reference() -> None:
     missing = [v for v in _variables(Settings) if f"| `{v}` |" not in CONFIGURATION]
     assert missing == [], f"settings not documented in docs/configuration.md: {missing}"
+
+
+def test_the_configuration_reference_has_each_setting_s_default_and_no_other_variable() -> None:
+    rows = dict(re.findall(r"^\| `(EDDY_[A-Z0-9_]+)` \| ([^|]*?) \|", CONFIGURATION, re.M))
+    code = _defaults(Settings)
+    wrong = {
+        v: (rows[v], code[v]) for v in code if v in rows and not _same_default(rows[v], code[v])
+    }
+    assert wrong == {}, f"docs/configuration.md gives other defaults than the code: {wrong}"
+    assert sorted(set(rows) - set(code)) == [], "documented variables that no setting reads"
 
 
 def test_the_readme_stays_the_front_door_and_links_every_docs_page() -> None:
