@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import time
@@ -11,10 +12,12 @@ import traceback
 from pathlib import Path
 
 from bench.harness import (
+    RESULTS,
     Context,
     Figure,
     MachineLoad,
     describe_load,
+    markdown_table,
     render,
     scratch_dir,
     write_results,
@@ -76,7 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="Results file (default: bench/results.json)."
     )
+    parser.add_argument(
+        "--table",
+        action="store_true",
+        help="Print the figures of bench/results.json (or --out) as Markdown; run nothing.",
+    )
     args = parser.parse_args(argv)
+    if args.table:
+        source = args.out or RESULTS
+        print(markdown_table(json.loads(source.read_text(encoding="utf-8"))))
+        return 0
     chosen = [s for s in args.only.split(",") if s] or list(SCENARIOS)
     unknown = sorted(set(chosen) - set(SCENARIOS))
     if unknown:

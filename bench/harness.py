@@ -286,6 +286,45 @@ def render(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+def _figure(value: float | None, unit: str = "") -> str:
+    """A figure for people: thousands grouped, three significant digits below 100."""
+    if value is None or value != value:  # None or NaN
+        return "-"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{text} {unit}".strip()
+
+
+def markdown_table(results: dict[str, object]) -> str:
+    """The figures of a results file as a Markdown table, with the date each was measured."""
+    dates = results.get("dates", {})
+    assert isinstance(dates, dict)
+    lines = [
+        "| scenario | figure | value | baseline | ratio | target | met | measured |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    figures = results.get("figures", [])
+    assert isinstance(figures, list)
+    for f in figures:
+        ratio = f.get("ratio")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f["scenario"],
+                    f["name"].replace("|", "/"),
+                    _figure(f["value"], f["unit"]),
+                    "" if f.get("baseline") is None else _figure(f["baseline"], f["unit"]),
+                    "" if ratio is None else f"{ratio:.2f}x",
+                    f.get("target", "").replace("|", "/"),
+                    {True: "yes", False: "no", None: ""}[f.get("met")],
+                    str(dates.get(f["scenario"], ""))[:10],
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def write_results(
     figures: list[Figure],
     path: Path = RESULTS,
