@@ -120,3 +120,17 @@ def test_a_models_file_is_checked_candidate_by_candidate(tmp_path: Path) -> None
     baseline.write_text('[[candidates]]\nname = "baseline"\nfactory = "m:f"\n')
     with pytest.raises(ConfigurationError, match="built-in baseline"):
         load_specs(str(baseline), BINARY)
+
+
+def test_the_candidates_in_the_docs_are_valid_specs() -> None:
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from schemas.models import ModelSpec
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "models.md").read_text()
+    (block,) = re.findall(r"```toml\n(.*?)```", docs, re.S)
+    specs = [ModelSpec.model_validate(c) for c in tomllib.loads(block)["candidates"]]
+    assert [s.name for s in specs] == ["logistic", "forest", "mine"]
+    assert specs[1].process == "own" and specs[2].factory == "my_package.models:make_model"
