@@ -375,11 +375,12 @@ class LoopRun:
         accuracy = f"{sum(hits) / len(hits):.3f}" if hits else "  -  "
         latest = max(report.predictions.values(), key=lambda p: p.served_at, default=None)
         version = latest.model_version if latest else "-"
+        left = (self.scenario.events - self.sent) / self.scenario.rate
         self.echo(
             f"  events {self.sent:>5}/{self.scenario.events}  predictions "
             f"{len(report.predictions):>5}  accuracy(last 500) {accuracy}  serving v{version}"
             f"  drift events {len(report.drift_events)}  dlq "
-            f"{sum(report.dead_letters.values())}"
+            f"{sum(report.dead_letters.values())}  ~{left:.0f} s to go"
         )
 
 
