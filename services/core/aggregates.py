@@ -15,9 +15,9 @@ they arrived in. Windows, for an event at time t:
   every ``hop``, aligned on the epoch), that is from ``(floor((t - window) / hop) + 1) * hop``.
 
 An event seen again (a replay after a crash) is not added twice and gets the aggregates it got
-the first time, while its entity's history still holds it. An event more than the schema's ``lateness`` behind the newest event of
-its entity is too late: it updates no window and carries no aggregate (transforms of its own
-features still apply).
+the first time, while its entity's history still holds it. An event more than the schema's
+``lateness`` behind the newest event of its entity is too late: it updates no window and
+carries no aggregate (transforms of its own features still apply).
 
 >>> windows = Windows({"n": DerivedSpec(agg="count", window="1h")})
 >>> history = History()

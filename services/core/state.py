@@ -235,6 +235,7 @@ class WindowStore:
         self.prefix = f"eddy:{namespace}:history:"
         self.header = pydantic_core.to_json(["layout", windows.layout])
         self.width = len(windows.read)
+        self.row_length = 2 + self.width + len(windows.names)
         self.ttl_ms = max(int(windows.expire_s * 1000), 1)
         self.cached = cached
         self._cache: OrderedDict[str, History] = OrderedDict()
@@ -253,12 +254,34 @@ class WindowStore:
             for entity_id in missing:
                 pipe.lrange(self.prefix + entity_id, 0, -1)
             for entity_id, rows in zip(missing, pipe.execute(), strict=True):
-                if rows and rows[0] == self.header:
-                    stored = [pydantic_core.from_json(row) for row in rows[1:]]
-                    out[entity_id] = History.of(stored, self.width)
-                else:  # never seen, expired, or kept under another layout: start afresh
-                    out[entity_id] = History(stored=-1)
+                out[entity_id] = self._parsed(entity_id, rows)
         return out
+
+    def _parsed(self, entity_id: str, rows: list[bytes]) -> History:
+        """A stored history; a fresh one if there is none, or another layout, or it is damaged."""
+        if not rows or rows[0] != self.header:  # never seen, expired, or kept under another layout
+            return History(stored=-1)
+        try:
+            stored = [pydantic_core.from_json(row) for row in rows[1:]]
+        except ValueError:
+            stored = None
+        if stored is not None and all(self._sound(row) for row in stored):
+            return History.of(stored, self.width)
+        log.warning(  # one damaged key must not send every event of its entity to the DLQ
+            "a window history in Redis could not be read: started afresh",
+            extra={"key": self.prefix + entity_id},
+        )
+        return History(stored=-1)
+
+    def _sound(self, row: Any) -> bool:
+        """A row as ``put_many`` writes it: a time, an id, then numbers or nulls."""
+        return (
+            isinstance(row, list)
+            and len(row) == self.row_length
+            and isinstance(row[0], int | float)
+            and isinstance(row[1], str)
+            and all(v is None or (isinstance(v, int | float) and v == v) for v in row[2:])
+        )
 
     def put_many(self, histories: Mapping[str, History]) -> None:
         """Store what each history added, or all of it where pruned rows would pile up."""

@@ -90,3 +90,16 @@ def test_a_history_kept_under_other_windows_starts_afresh(settings: Settings) ->
     after = WindowStore(client, namespace, changed, cached=0)
     assert after.get_many(["a"])["a"].times == []
     assert _feed(after, changed, 100, 10)[0] == {"n": 1.0, "mean": 100.0}
+
+
+def test_a_damaged_history_starts_afresh_instead_of_failing_every_event_of_its_entity(
+    settings: Settings,
+) -> None:
+    client, windows = connect_redis(settings), _windows()
+    store = WindowStore(client, settings.topic_prefix + "w", windows, cached=0)
+    _feed(store, windows, 0, 20)
+    for damage in (b"not json", b'["a", "b"]', b'[1.0, "e", "x", null, null]', b"[]"):
+        client.rpush(store.prefix + "a", damage)
+        assert store.get_many(["a"])["a"].times == []  # read as nothing, written afresh
+        assert _feed(store, windows, 100, 10)[0] == {"n": 1.0, "mean": 100.0}
+        assert store.get_many(["a"])["a"].times != []
