@@ -248,7 +248,8 @@ def _faults(ctx: Context, mode: str, transactional: bool) -> list[Figure]:
             )
             time.sleep(BETWEEN_S)
 
-        extra_env = {**env, "EDDY_METRICS_PORT": "0"}
+        # a second instance of its own name: under the first's it would take over (fence it)
+        extra_env = {**env, "EDDY_METRICS_PORT": "0", "EDDY_SERVING__INSTANCE": "second"}
         loop.extra = [
             ServiceProcess(name, extra_env, ctx.workdir / f"faults-{name}-2.log").start()
             for name in ("ingest", "serving")

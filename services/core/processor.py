@@ -23,6 +23,7 @@ ticks, or settles everything.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -30,7 +31,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from services.core import metrics
 from services.core.exceptions import DeliveryError, EddyError
@@ -485,15 +486,34 @@ class StreamProcessor:
 
     def _send_in_transaction(self, effects: Effects, commit: list[TopicPartition]) -> None:
         produced: Counter[str] = Counter()
-        self.producer.begin_transaction()
-        self._produce(effects.outputs, None, produced)
-        if commit:
-            self.producer.send_offsets_to_transaction(
-                commit, self.consumer.consumer_group_metadata(), 30
-            )
-        self.producer.commit_transaction(60)
+        try:
+            self.producer.begin_transaction()
+            self._produce(effects.outputs, None, produced)
+            if commit:
+                self.producer.send_offsets_to_transaction(
+                    commit, self.consumer.consumer_group_metadata(), 30
+                )
+            self.producer.commit_transaction(60)
+        except KafkaException as exc:
+            raise self._transaction_failed(exc) from None
         self._complete(_InFlight(0, [], effects.after_ack, effects.before_commit, produced))
         self._confirm()  # the offsets are committed already, with the transaction
+
+    def _transaction_failed(self, exc: KafkaException) -> DeliveryError:
+        """What ends the service when a transaction fails: nothing of it was committed."""
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if error is not None and error.code() == KafkaError._FENCED:
+            return DeliveryError(
+                "fenced: another instance started with this one's transactional id and took "
+                "over; instances running at once need names of their own "
+                "(EDDY_SERVING__INSTANCE, else the host name)"
+            )
+        if error is not None and error.txn_requires_abort():
+            with contextlib.suppress(KafkaException):  # else the broker aborts it in time
+                self.producer.abort_transaction(10)
+        return DeliveryError(
+            f"a transaction failed ({exc}); its batch runs again at the next start"
+        )
 
     def close(self) -> None:
         """Settle what is in flight, then leave the group (so partitions move at once).
@@ -505,5 +525,8 @@ class StreamProcessor:
             self.settle_all(STOP_FLUSH_S)
         finally:
             self.consumer.close()
-            self.producer.flush(1.0)
+            try:
+                self.producer.flush(1.0)
+            except KafkaException as exc:  # a fenced or failed transactional producer
+                log.warning("producer not flushed", extra={"error": str(exc)})
             log.info("stopped", extra={"service": self.service, "batches": self.batches})

@@ -160,6 +160,14 @@ class ServingSettings(_Group):
     transactional: bool = Field(
         False, description="Exactly-once output with Kafka transactions (else at-least-once)."
     )
+    instance: str = Field(
+        "",
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="Names this serving in its Kafka transactional id (exactly-once): instances "
+        "running at once need names of their own, and a restarted one its old name (it then "
+        "aborts what its predecessor left open); empty: the host name.",
+    )
     compile: bool = Field(
         True,
         description="Serve River linear models (scaler + logistic, softmax or linear regression), "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Sequence
 
@@ -19,6 +20,7 @@ from services.core.runtime import Runtime, bootstrap, run_stream_service
 from services.core.settings import Settings
 from services.core.state import FeatureStore
 from services.core.stream import BatchHandler, Effects, dead_letter, decode
+from services.core.topics import Topics
 from services.serving.explain import Explanation
 from services.serving.model import Answer, LoadedModel, answer_all
 from services.serving.watcher import ModelWatcher
@@ -232,6 +234,17 @@ def handlers(runtime: Runtime, watcher: ModelWatcher) -> dict[str, BatchHandler]
     }
 
 
+def transactional_id_of(settings: Settings) -> str:
+    """The Kafka transactional id of this serving: group, model and instance name.
+
+    Stable across restarts of one instance, so that a restart fences its predecessor and
+    aborts the transaction it left open; distinct between instances running at once, which
+    would otherwise fence each other (EDDY_SERVING__INSTANCE, else the host name).
+    """
+    instance = settings.serving.instance or socket.gethostname()
+    return f"{Topics(settings.topic_prefix).group(SERVICE)}-{settings.model_name}-{instance}"
+
+
 def run(settings: Settings | None = None) -> None:
     """Entry point: load the champion, then serve until SIGTERM or SIGINT."""
     runtime = bootstrap(SERVICE, settings)
@@ -248,7 +261,8 @@ def run(settings: Settings | None = None) -> None:
         HEALTH.waiting_for.discard("a model version")
         transactional_id = None
         if runtime.settings.serving.transactional:
-            transactional_id = f"{runtime.topics.group(SERVICE)}-{runtime.settings.model_name}"
+            transactional_id = transactional_id_of(runtime.settings)
+            log.info("exactly-once", extra={"transactional_id": transactional_id})
         run_stream_service(runtime, handlers(runtime, watcher), transactional_id=transactional_id)
     finally:
         watcher.stop()

@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from schemas import DeadLetter, FeatureEvent
 from services.core.exceptions import DeliveryError
-from services.core.kafka import make_admin
+from services.core.kafka import make_admin, make_producer
 from services.core.processor import AfterBatch, StreamProcessor
 from services.core.settings import Settings
 from services.core.stream import BatchHandler, Effects, JointHandler, Outbound, StopSignal
@@ -309,3 +309,43 @@ def test_a_batch_whose_outputs_failed_is_never_committed_not_even_by_the_stop_af
     with pytest.raises(DeliveryError, match="Invalid topic"):
         processor.run()
     assert _committed(admin, settings) == 0
+
+
+def test_a_transactional_loop_fenced_by_a_newer_producer_ends_saying_so_and_commits_nothing(
+    settings: Settings,
+) -> None:
+    # a newer instance under the same transactional id (a takeover) fences this one: its next
+    # transaction fails, nothing of it is committed, and the error says what to do
+    admin = make_admin(settings)
+    topics = Topics(settings.topic_prefix)
+    processor = StreamProcessor(
+        settings,
+        "test",
+        topics.group(GROUP),
+        _echo(settings),  # type: ignore[arg-type]
+        transactional_id=f"{settings.topic_prefix}tx",
+        stop=StopSignal(),
+    )
+    produce_features(settings, feature_events(10))
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            processor.run()
+        except BaseException as error:  # kept for the assertion
+            failure.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while _committed(admin, settings) < 10 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    newer = make_producer(settings, **{"transactional.id": f"{settings.topic_prefix}tx"})
+    newer.init_transactions(30)  # fences the loop's producer
+    produce_features(settings, feature_events(10, start=10))
+    thread.join(60)
+
+    assert not thread.is_alive() and failure, "the fenced loop went on"
+    assert isinstance(failure[0], DeliveryError) and "fenced" in str(failure[0])
+    assert "EDDY_SERVING__INSTANCE" in str(failure[0])
+    assert _committed(admin, settings) == 10
