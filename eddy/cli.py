@@ -771,7 +771,14 @@ def report(out: Path, as_json: bool, idle: float) -> None:
     from eddy.report import as_json as report_json
     from eddy.report import write_report
 
-    data = write_report(_settings(), out, idle)
+    settings = _settings()
+    data = write_report(settings, out, idle)
+    if not data.predictions and data.other_models:
+        click.echo(
+            f"no predictions of model {settings.model_name!r}; predictions on the topic are of "
+            f"{sorted(data.other_models)}: set EDDY_MODEL_NAME to one of them",
+            err=True,
+        )
     if as_json:
         click.echo(report_json(data))
     else:

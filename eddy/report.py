@@ -57,6 +57,8 @@ class ReportData:
     latency_ms: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
     generated_at: str = ""
+    #: predictions on the topic for other model names (a report of the wrong model is empty)
+    other_models: dict[str, int] = field(default_factory=dict)
 
 
 def read_topic(
@@ -116,9 +118,13 @@ def collect(settings: Settings, idle_s: float = 1.0) -> ReportData:
         generated_at=datetime.now().astimezone().isoformat(timespec="seconds"),
     )
     served: dict[str, tuple[int, Prediction]] = {}
+    others: Counter[str] = Counter()
     for _at, prediction in read_topic(settings, "predictions", Prediction, idle_s):
-        if prediction.model_name == settings.model_name and prediction.event_id not in served:
+        if prediction.model_name != settings.model_name:
+            others[prediction.model_name] += 1
+        elif prediction.event_id not in served:
             served[prediction.event_id] = (len(served), prediction)
+    data.other_models = dict(others)
     data.predictions = len(served)
     by_time = sorted((p.served_at.timestamp(), i) for i, p in served.values())
 
@@ -149,7 +155,7 @@ def collect(settings: Settings, idle_s: float = 1.0) -> ReportData:
     if examples:
         data.overall_score = statistics.fmean(s for _, s, _ in examples)
     step, window = _spacing(data.predictions)
-    ends = list(range(min(window, data.predictions), data.predictions + 1, step))
+    ends = [e for e in range(min(window, data.predictions), data.predictions + 1, step) if e]
     data.served = [
         (end, statistics.fmean(scores))
         for end, scores in _trailing([(i, s) for i, s, _ in examples], ends, window)

@@ -136,3 +136,14 @@ def test_eddy_report_writes_the_page_and_says_what_it_holds_as_json(
     shown = json.loads(result.output)
     assert shown["predictions"] == EVENTS and shown["dead_letters"]["wrong_type"] == 5
     assert out.read_text(encoding="utf-8").count('class="chart"') == 6
+
+
+def test_a_report_of_a_model_with_no_predictions_names_the_models_that_have_some(
+    settings: Settings, tmp_path: Path
+) -> None:
+    _loop_output(settings)
+    env = {**service_env(settings), "EDDY_MODEL_NAME": "nobody"}
+    result = CliRunner().invoke(main, ["report", "--out", str(tmp_path / "r.html")], env=env)
+    assert result.exit_code == 0
+    said = result.output + (result.stderr or "")
+    assert "no predictions of model 'nobody'" in said and "['default']" in said

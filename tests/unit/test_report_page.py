@@ -35,3 +35,9 @@ def test_a_single_point_still_draws_a_visible_mark() -> None:
     chart = line_chart("one", {"a": [(5, 0.5)]})
     path = chart.split('d="')[1].split('"')[0]
     assert path.count("L") == 1  # a short tick from the point
+
+
+def test_windows_of_an_empty_stream_are_none() -> None:
+    from eddy.report import _spacing
+
+    assert _spacing(0) == (1, 50) and _spacing(10_000) == (50, 500)
