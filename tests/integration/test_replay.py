@@ -46,6 +46,8 @@ def test_replay_of_a_multiclass_csv_serves_predictions_and_reports_them_as_json(
     assert 'type = "multiclass"' in schema and '[features."hue-mean"]' in schema
     assert "served accuracy" not in result.output or "summary of" in result.output
     assert "leaderboard" in result.output
+    page = (tmp_path / "segments.report.html").read_text(encoding="utf-8")
+    assert page.count('class="chart"') == 6 and "1,200" in page  # predictions served
 
 
 def test_replay_of_a_regression_json_lines_file_scores_the_mean_absolute_error(
