@@ -146,11 +146,12 @@ class IngestSettings(_Group):
         description="Events whose time is further in the future than this go to the DLQ as "
         "out_of_range (clocks drift; a year-9999 timestamp is a bug).",
     )
-    window_cache_entities: int = Field(
-        10_000,
+    window_cache_rows: int = Field(
+        500_000,
         ge=0,
-        description="Entities whose window histories (derived features) ingest keeps in memory "
-        "as well as in Redis; the rest are read from Redis when their events come.",
+        description="Event rows of window histories (derived features) ingest keeps in memory "
+        "as well as in Redis, the least recently used entities going first (about 0.5 KB a "
+        "row); the rest are read from Redis when their events come.",
     )
 
 

@@ -224,8 +224,9 @@ class WindowStore:
     An entity's rows are a Redis list that starts with the layout of its columns: rows are
     appended as events come (one script call a batch, for every entity in it), and the list is
     rewritten once pruned rows make up half of it. Histories read or written are kept in
-    memory too (up to ``cached`` entities) until ``forget``: call it whenever partitions are
-    assigned, as another instance may have added to them meanwhile. Two writers at once (an
+    memory too (up to ``cached`` rows in all, the least recently used going first) until
+    ``forget``: call it whenever partitions are assigned, as another instance may have added
+    to them meanwhile. Two writers at once (an
     instance that lost its partition without knowing yet) only append the same events twice,
     which reading takes once. Keys expire ``ttl_s`` after the entity's last event.
     """
@@ -239,11 +240,15 @@ class WindowStore:
         self.ttl_ms = max(int(windows.expire_s * 1000), 1)
         self.cached = cached
         self._cache: OrderedDict[str, History] = OrderedDict()
+        self._rows: dict[str, int] = {}  # each cached history's rows when last stored
+        self._cached_rows = 0
         self._save = client.register_script(_SAVE_HISTORIES)
 
     def forget(self) -> None:
         """Read every history from Redis again (partitions were assigned)."""
         self._cache.clear()
+        self._rows.clear()
+        self._cached_rows = 0
 
     def get_many(self, entity_ids: Sequence[str]) -> dict[str, History]:
         """The history of each of ``entity_ids`` (an empty one for an entity not seen)."""
@@ -302,10 +307,14 @@ class WindowStore:
             history.added = []
             self._cache[entity_id] = history
             self._cache.move_to_end(entity_id)
+            size = len(history.times)
+            self._cached_rows += size - self._rows.get(entity_id, 0)
+            self._rows[entity_id] = size
         if keys:
             self._save(keys=keys, args=[self.ttl_ms, *args])
-        while len(self._cache) > self.cached:
-            self._cache.popitem(last=False)
+        while self._cache and self._cached_rows > self.cached:
+            evicted, _history = self._cache.popitem(last=False)
+            self._cached_rows -= self._rows.pop(evicted)
 
 
 class FeatureStore:

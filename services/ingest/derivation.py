@@ -24,7 +24,7 @@ class Derivation:
     """Adds the schema's derived features to a batch's accepted events, in their order."""
 
     def __init__(
-        self, schema: FeatureSchema, client: redis.Redis, namespace: str, cached: int = 10_000
+        self, schema: FeatureSchema, client: redis.Redis, namespace: str, cached: int = 500_000
     ) -> None:
         self.windows = Windows(schema.derived, schema.windows)
         self.active = bool(schema.derived)

@@ -36,7 +36,7 @@ class IngestHandler:
         self.store = FeatureStore(runtime.redis, runtime.settings.topic_prefix or "default")
         self.duplicates = metrics.DUPLICATES.labels(SERVICE)
         self.derive = Derivation(
-            schema, runtime.redis, namespace, runtime.settings.ingest.window_cache_entities
+            schema, runtime.redis, namespace, runtime.settings.ingest.window_cache_rows
         )
         # ids emitted by batches not yet acknowledged: Redis learns them only after the ack
         self.in_flight: set[str] = set()

@@ -62,7 +62,7 @@ def _feed(store: WindowStore, windows: Windows, start: int, count: int) -> list[
 
 def test_histories_read_back_from_redis_give_what_memory_gave(settings: Settings) -> None:
     client, windows = connect_redis(settings), _windows()
-    remembering = WindowStore(client, settings.topic_prefix + "w", windows, cached=100)
+    remembering = WindowStore(client, settings.topic_prefix + "w", windows, cached=10_000)
     reading = WindowStore(client, settings.topic_prefix + "w2", windows, cached=0)
     assert _feed(remembering, windows, 0, 300) == _feed(reading, windows, 0, 300)
     remembering.forget()  # as when partitions are assigned: Redis is read again
@@ -73,7 +73,7 @@ def test_a_history_list_is_rewritten_once_pruned_rows_make_up_half_of_it(
     settings: Settings,
 ) -> None:
     client, windows = connect_redis(settings), _windows()
-    store = WindowStore(client, settings.topic_prefix + "w", windows, cached=100)
+    store = WindowStore(client, settings.topic_prefix + "w", windows, cached=10_000)
     _feed(store, windows, 0, 1000)
     kept = len(store.get_many(["a"])["a"].times)  # 70 s of a's events, one every 2 s
     assert kept == 36
@@ -103,3 +103,18 @@ def test_a_damaged_history_starts_afresh_instead_of_failing_every_event_of_its_e
         assert store.get_many(["a"])["a"].times == []  # read as nothing, written afresh
         assert _feed(store, windows, 100, 10)[0] == {"n": 1.0, "mean": 100.0}
         assert store.get_many(["a"])["a"].times != []
+
+
+def test_memory_holds_the_most_recently_used_histories_up_to_a_number_of_rows(
+    settings: Settings,
+) -> None:
+    client, windows = connect_redis(settings), _windows()
+    store = WindowStore(client, settings.topic_prefix + "w", windows, cached=50)
+    _feed(store, windows, 0, 60)  # a and b, 30 rows each: only the last stored fits in 50
+    assert list(store._cache) == ["b"] and store._cached_rows == 30
+    assert (
+        _feed(store, windows, 60, 10)[0]
+        == _feed(
+            WindowStore(client, settings.topic_prefix + "w3", windows, cached=0), windows, 0, 70
+        )[60]
+    )
