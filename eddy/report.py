@@ -12,8 +12,6 @@ from __future__ import annotations
 import bisect
 import json
 import statistics
-import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,15 +20,14 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from pydantic import BaseModel, ValidationError
 
 from eddy.charts import Marker, bar_chart, line_chart
 from schemas import DeadLetter, DriftEvent, FeatureEvent, ModelVersion, Prediction, TrainingExample
 from services.core.feature_schema import FeatureSchema
-from services.core.kafka import make_consumer
 from services.core.settings import Settings
 from services.core.state import connect_redis, leaderboard_history_key
+from services.core.tailing import follow_messages
 from services.core.topics import TopicRole, Topics
 
 #: Points a stream chart draws at most (windows of the stream, evenly spaced).
@@ -70,23 +67,11 @@ def read_topic(
     broker's reported high watermark can lag behind what it holds.
     """
     topic = Topics(settings.topic_prefix)(role)
-    consumer = make_consumer(settings, f"eddy-report-{uuid.uuid4().hex}")
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        last = time.monotonic()
-        while time.monotonic() - last < idle_s:
-            for message in consumer.consume(1000, 0.1):
-                if message.error() is not None:
-                    continue
-                last = time.monotonic()
-                try:
-                    value = payload.model_validate_json(message.value() or b"")
-                except ValidationError:
-                    continue
-                yield message.timestamp()[1] / 1000, value
-    finally:
-        consumer.close()
+    for at, value in follow_messages(settings, topic, from_beginning=True, idle_exit_s=idle_s):
+        try:
+            yield at, payload.model_validate_json(value)
+        except ValidationError:
+            continue
 
 
 def _spacing(count: int) -> tuple[int, int]:

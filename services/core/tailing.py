@@ -20,6 +20,14 @@ def follow(
     Ends after ``idle_exit_s`` without a message (never when None). The reader joins no
     consumer group: it takes nothing from the services' consumers and commits nothing.
     """
+    for _at, value in follow_messages(settings, topic, from_beginning, idle_exit_s):
+        yield value.decode("utf-8", errors="replace")
+
+
+def follow_messages(
+    settings: Settings, topic: str, from_beginning: bool = False, idle_exit_s: float | None = None
+) -> Iterator[tuple[float, bytes]]:
+    """As ``follow``, each message as (its timestamp in seconds, its bytes)."""
     consumer = make_consumer(settings, f"eddy-tail-{uuid.uuid4().hex}")
     try:
         ends = end_offsets(consumer, topic)
@@ -37,6 +45,6 @@ def follow(
                 if message.error() is not None:
                     continue
                 last = time.monotonic()
-                yield (message.value() or b"").decode("utf-8", errors="replace")
+                yield message.timestamp()[1] / 1000, message.value() or b""
     finally:
         consumer.close()

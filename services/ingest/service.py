@@ -97,14 +97,15 @@ class IngestHandler:
 
 def handlers(runtime: Runtime) -> dict[str, BatchHandler]:
     """Topic → handler for the ingest service."""
-    schema = FeatureSchema.load(runtime.settings.ingest.feature_schema)
-    return {runtime.topics("raw"): IngestHandler(runtime, schema)}
+    return {runtime.topics("raw"): _handler(runtime)}
+
+
+def _handler(runtime: Runtime) -> IngestHandler:
+    return IngestHandler(runtime, FeatureSchema.load(runtime.settings.ingest.feature_schema))
 
 
 def run(settings: Settings | None = None) -> None:
     """Entry point: run ingest until SIGTERM or SIGINT."""
     runtime = bootstrap(SERVICE, settings)
-    handler = handlers(runtime)
-    (ingest,) = handler.values()
-    assert isinstance(ingest, IngestHandler)
-    run_stream_service(runtime, handler, on_assign=ingest.assigned)
+    ingest = _handler(runtime)
+    run_stream_service(runtime, {runtime.topics("raw"): ingest}, on_assign=ingest.assigned)
