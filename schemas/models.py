@@ -59,7 +59,8 @@ class ModelSpec(BaseModel):
     """A model declared as data: an estimator with its preprocessing, or a factory.
 
     ``preprocessing`` "auto" scales numbers and one-hot encodes categories for linear models
-    (``river.linear_model``) and leaves other models (trees, forests) the raw features.
+    (``river.linear_model``) and tree regressors with linear leaves (Hoeffding trees, ARF), and
+    leaves other models (classification trees, forests) the raw features.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -50,6 +50,25 @@ def test_auto_preprocessing_scales_numbers_and_one_hot_encodes_categories_for_li
     assert isinstance(build_model(trees, mixed), tree.HoeffdingTreeClassifier)  # raw features
 
 
+@pytest.mark.parametrize(
+    "estimator", ["river.tree.HoeffdingAdaptiveTreeRegressor", "river.forest.ARFRegressor"]
+)
+def test_auto_preprocessing_scales_for_tree_regressors_whose_leaves_are_linear(
+    estimator: str,
+) -> None:
+    """Unscaled, a leaf's linear model diverges on large inputs; scaled, it learns the target."""
+    spec = ModelSpec(name="t", estimator=estimator, params={"seed": 1})
+    model = build_model(spec, REGRESSION)
+    assert isinstance(model, compose.Pipeline)
+    errors = []
+    for i in range(600):
+        x = 50_000.0 + 1_000.0 * (i % 10)  # a date-like number, far from 0
+        y = 40.0 + (i % 10)
+        errors.append(abs((model.predict_one({"x": x}) or 0.0) - y))
+        model.learn_one({"x": x}, y)
+    assert sum(errors[-100:]) / 100 < 5.0
+
+
 def test_a_binary_learner_speaks_the_targets_own_classes() -> None:
     updown = schema({"type": "binary", "classes": ["DOWN", "UP"]})
     model = build_model(default_specs(updown)[0], updown)
