@@ -117,6 +117,10 @@ class Checkpointing:
     tick saves a stream that went quiet after its last batch. ``on_assign`` starts each
     partition of the first assignment at the checkpoint's position; later assignments follow
     the committed offsets, which by then are past it.
+
+    With a ``share``, a snapshot that is cheap to take comes sooner than ``interval_s``: as
+    soon as the last one's cost is at most ``share`` of the time since (never within
+    ``floor_s``). A young model saves often, a grown one as its size allows.
     """
 
     def __init__(
@@ -126,10 +130,15 @@ class Checkpointing:
         interval_s: float,
         positions: Positions | None = None,
         clock: Callable[[], float] = time.monotonic,
+        share: float = 0.0,
+        floor_s: float = 0.0,
     ) -> None:
         self.store = store
         self.snapshot = snapshot
         self.interval_s = interval_s
+        self.share = share
+        self.floor_s = floor_s
+        self.cost_s = 0.0  # what the last snapshot took to take and pickle
         self.clock = clock
         # a restored state has seen its checkpoint's positions, read here or not since
         self.seen: Positions = dict(positions or {})
@@ -147,16 +156,24 @@ class Checkpointing:
         """Between batches: save what the last batches taught, if due and not saved yet."""
         return Effects(after_ack=self._save_if_due())
 
+    def due_in(self) -> float:
+        """Seconds after the last snapshot the next one is due."""
+        if self.share <= 0:
+            return self.interval_s
+        return min(self.interval_s, max(self.floor_s, self.cost_s / self.share))
+
     def _save_if_due(self) -> list[Callable[[], None]]:
         now = self.clock()
-        if not self._unsaved or now - self._last < self.interval_s:
+        if not self._unsaved or now - self._last < self.due_in():
             return []
         self._last, self._unsaved = now, False
+        started = time.perf_counter()
         try:
             state = deep_pickle(self.snapshot())
         except Exception as error:  # a state that cannot be saved must not stop the service
             log.error("checkpoint not saved: %r", error, extra={"key": self.store.key})
             return []
+        self.cost_s = time.perf_counter() - started
         at = dict(self.seen)
         return [lambda: self.store.save(state, at)]
 

@@ -266,10 +266,17 @@ class TrainingSettings(_Group):
         "value (0.01: 1% better).",
     )
     selection_min_examples: int = Field(
-        500, ge=0, description="Examples learned before selection may switch at all."
+        200, ge=0, description="Examples learned before selection may switch at all."
     )
     selection_cooldown: int = Field(
-        1000, ge=0, description="Examples after a switch before another."
+        500, ge=0, description="Examples after a switch before another."
+    )
+    selection_z: float = Field(
+        2.0,
+        ge=0,
+        description="How many standard errors of the difference a candidate must be ahead by "
+        "to take over (accuracy, MAE, log loss, RMSE; macro-F1 and R² have none): a lead that "
+        "chance explains is no reason to switch (0: no test).",
     )
     selection_every: int = Field(100, ge=1, description="Examples between two selection checks.")
     publish_every: int = Field(
@@ -320,8 +327,9 @@ class TrainingSettings(_Group):
     worker_checkpoint_s: float = Field(
         2.0,
         gt=0,
-        description="How often a candidate in its own process saves itself (model, scores and "
-        "input positions) in Redis: what a restart of that process resumes from.",
+        description="Most time between two saves of a candidate in its own process (model, "
+        "scores and input positions, in Redis: what a restart of that process resumes from); a "
+        "model cheap to pickle saves sooner, as often as pickling takes 5% of its time.",
     )
     worker: str = Field(
         "",

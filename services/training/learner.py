@@ -147,6 +147,10 @@ class Candidate:
         """Its score by ``metric`` over the recent window (None before any example)."""
         return self.scores.value(metric)
 
+    def error(self, metric: Metric) -> float | None:
+        """The standard error of its score by ``metric`` (None where there is none)."""
+        return self.scores.error(metric)
+
     def since_start(self) -> float | None:
         """Accuracy or MAE over every example it scored."""
         return self.scores.since_start()
@@ -182,6 +186,11 @@ class RemoteCandidate:
     def value(self, metric: Metric) -> float | None:
         """Its score by ``metric``, as last reported."""
         value = self.row.get("scores", {}).get(metric)
+        return None if value is None else float(value)
+
+    def error(self, metric: Metric) -> float | None:
+        """The standard error of its score by ``metric``, as last reported."""
+        value = self.row.get("errors_of", {}).get(metric)
         return None if value is None else float(value)
 
     def since_start(self) -> float | None:

@@ -29,9 +29,10 @@ class Prequential:
     """Test-then-train scores of one model over a recent window and since the start.
 
     One deque of (loss, second loss, label, prediction) over the window with running sums of
-    the two losses: the per-example work is a few additions, as it runs for every candidate on
-    every example. Macro-F1 and R² are computed from the window when read (the leaderboard
-    reads them once a second), not kept up to date on every example.
+    the two losses (and of the second's square, for its spread): the per-example work is a few
+    additions, as it runs for every candidate on every example. Macro-F1 and R² are computed
+    from the window when read (the leaderboard reads them once a second), not kept up to date
+    on every example.
     """
 
     def __init__(self, task: Task, window: int) -> None:
@@ -42,6 +43,7 @@ class Prequential:
         self._recent: deque[tuple[float, float, Any, Any]] = deque(maxlen=window)
         self._main = 0.0  # sum over the window: hits, or absolute errors
         self._second = 0.0  # sum over the window: log losses, or squared errors
+        self._second_sq = 0.0  # sum over the window of the second loss squared
 
     def loss(self, label: Any, prediction: Any) -> float:
         """What one prediction costs: 0 or 1 for a class, the absolute error for a number."""
@@ -70,9 +72,11 @@ class Prequential:
             old_main, old_second, _, _ = recent[0]
             self._main -= old_main
             self._second -= old_second
+            self._second_sq -= old_second * old_second
         recent.append((main, second, label, prediction))
         self._main += main
         self._second += second
+        self._second_sq += second * second
         return loss
 
     def value(self, metric: Metric) -> float | None:
@@ -89,6 +93,30 @@ class Prequential:
         if metric == "macro_f1":
             return macro_f1([(label, prediction) for _, _, label, prediction in self._recent])
         return r2([(float(label), float(prediction)) for _, _, label, prediction in self._recent])
+
+    def error(self, metric: Metric) -> float | None:
+        """The standard error of ``value(metric)``: how far chance alone moves it.
+
+        From the per-example losses over the window (accuracy: hits; MAE: absolute errors, whose
+        squares are the squared errors; log loss: its own square kept too; RMSE by the delta
+        method). None for macro-F1 and R², which are not means of per-example losses.
+        """
+        n = len(self._recent)
+        if metric not in TASK_METRICS[self.task] or not n:
+            return None
+        if metric == "accuracy":
+            p = self._main / n
+            variance = p * (1.0 - p)
+        elif metric == "mae":
+            variance = self._second / n - (self._main / n) ** 2
+        elif metric in ("log_loss", "rmse"):
+            mean = self._second / n
+            variance = self._second_sq / n - mean * mean
+            if metric == "rmse":  # d sqrt(m) = dm / (2 sqrt(m))
+                return math.sqrt(max(variance, 0.0) / n) / (2.0 * math.sqrt(mean)) if mean else 0.0
+        else:
+            return None
+        return math.sqrt(max(variance, 0.0) / n)
 
     def since_start(self) -> float | None:
         """Accuracy (classification) or MAE (regression) over every example scored."""

@@ -1,12 +1,16 @@
 """Online model selection: which candidate should serve, by a metric over a recent window.
 
-A switch needs the challenger ahead by a minimum gap (relative to the champion's value), both to
-have learned a minimum number of examples, and a cool-down since the last switch, so that two
-close candidates do not take turns with every batch.
+A switch needs the challenger ahead by a minimum gap (relative to the champion's value) and by
+more than chance explains (``z`` standard errors of the difference, where the metric has one),
+both to have learned a minimum number of examples, and a cool-down since the last switch, so
+that two close candidates do not take turns with every batch. The test is unpaired (the
+candidates' windows are compared as independent samples): candidates right on the same examples
+make it conservative, never lax.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from schemas.models import Task
@@ -22,10 +26,18 @@ class SelectionRule:
     min_gap: float
     min_examples: int
     cooldown: int
+    #: standard errors of the difference the challenger must be ahead by (0: no test)
+    z: float = 0.0
 
     @classmethod
     def for_task(
-        cls, task: Task, metric: str, min_gap: float, min_examples: int, cooldown: int
+        cls,
+        task: Task,
+        metric: str,
+        min_gap: float,
+        min_examples: int,
+        cooldown: int,
+        z: float = 0.0,
     ) -> SelectionRule:
         """The rule with ``metric`` "auto" resolved to the task's main metric."""
         chosen = TASK_METRICS[task][0] if metric == "auto" else metric
@@ -33,7 +45,7 @@ class SelectionRule:
             raise ValueError(
                 f"selection metric {metric!r} is not one of {task}'s: {TASK_METRICS[task]}"
             )
-        return cls(chosen, min_gap, min_examples, cooldown)
+        return cls(chosen, min_gap, min_examples, cooldown, z)
 
 
 @dataclass(frozen=True)
@@ -45,12 +57,15 @@ class Switch:
     metric: Metric
     previous_value: float
     chosen_value: float
+    #: the difference in standard errors (None: the metric has none, or no champion score)
+    z: float | None = None
 
     def reason(self) -> str:
         """One sentence for the version's description and the logs."""
+        shown = "" if self.z is None else f" (z {min(self.z, 99.0):.2f})"
         return (
             f"{self.chosen} overtook {self.previous} on {self.metric}: "
-            f"{self.chosen_value:.4f} against {self.previous_value:.4f}"
+            f"{self.chosen_value:.4f} against {self.previous_value:.4f}{shown}"
         )
 
 
@@ -76,8 +91,15 @@ def choose(race: Race, rule: SelectionRule) -> Switch | None:
     value = best.value(rule.metric)
     if best is champion or value is None or best.learned < rule.min_examples:
         return None
+    z = None
     if current is not None:
         gap = abs(value - current) / max(abs(current), 1e-9)
         if not better(rule.metric, value, current) or gap < rule.min_gap:
             return None
-    return Switch(champion.name, best.name, rule.metric, current or 0.0, value)
+        challenger_error, champion_error = best.error(rule.metric), champion.error(rule.metric)
+        if challenger_error is not None and champion_error is not None:
+            spread = math.hypot(challenger_error, champion_error)
+            z = abs(value - current) / spread if spread > 0 else math.inf
+            if z < rule.z:
+                return None
+    return Switch(champion.name, best.name, rule.metric, current or 0.0, value, z)

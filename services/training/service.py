@@ -123,6 +123,7 @@ class Trainer:
             rules.selection_min_gap,
             rules.selection_min_examples,
             rules.selection_cooldown,
+            rules.selection_z,
         )
         history = [v for v in registry.read_versions(settings) if v.model_name == self.model_name]
         self.reacted = {v.drift_event_id for v in history if v.drift_event_id}
@@ -221,12 +222,16 @@ class Trainer:
         """Between batches: the candidates' own processes (alive, and their rows), the board."""
         if self.race.remote:
             self.workers.supervise()
-            for name, row in self.workers.rows().items():
-                if name in self.race.remote:
-                    self.race.remote[name].row = row
+            self._read_rows()
             self.board.update(self.race)  # their rows change between training's batches
         self.board.flush()
         return Effects()
+
+    def _read_rows(self) -> None:
+        """The newest scores of the candidates in processes of their own (none: nothing)."""
+        for name, row in self.workers.rows().items():
+            if name in self.race.remote:
+                self.race.remote[name].row = row
 
     def on_examples(self, messages: Sequence[Message]) -> Effects:
         """Test-then-train every candidate on each example; publish and select as due.
@@ -249,6 +254,7 @@ class Trainer:
                 for drift in self.awaiting.count_down(len(run)):
                     self.react_to(drift)
             if race.examples % rules.selection_every == 0:
+                self._read_rows()  # a candidate elsewhere is judged on its newest row
                 switch = choose(race, self.rule)
                 if switch is not None:
                     self.switch_to(switch)
@@ -398,6 +404,7 @@ class Trainer:
             extra_metrics={
                 f"previous_{switch.metric}": switch.previous_value,
                 f"chosen_{switch.metric}": switch.chosen_value,
+                **({} if switch.z is None else {"selection_z": min(switch.z, 99.0)}),
             },
         )
         log.info("selection", extra={"reason": switch.reason(), "version": self.version})

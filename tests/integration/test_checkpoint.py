@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -157,6 +158,29 @@ def test_snapshots_come_at_most_every_interval_and_a_tick_saves_the_quiet_tail(
 
     saved = store(client, key).load()
     assert saved is not None and saved.state == {"count": 3}
+
+
+def test_with_a_share_a_cheap_snapshot_comes_sooner_and_a_costly_one_later(
+    client: redis.Redis, key: str
+) -> None:
+    clock, pause = Clock(), {"s": 0.0}
+
+    def snapshot() -> dict[str, int]:
+        time.sleep(pause["s"])  # what taking and pickling the state costs
+        return {"count": 1}
+
+    saver = Checkpointing(store(client, key), snapshot, 10.0, clock=clock, share=0.5, floor_s=0.1)
+    assert saver.due_in() == 0.1  # nothing measured yet: the floor
+    clock.now = 0.2
+    assert saver.after_batch({("features", 0): 1}) != [], "cheap: due long before 10 s"
+    pause["s"] = 0.1  # the next snapshot costs 0.1 s: at a share of 0.5, one every 0.2 s
+    clock.now = 0.4
+    assert saver.after_batch({("features", 0): 2}) != []
+    assert saver.cost_s >= 0.1 and saver.due_in() >= 0.2
+    clock.now = 0.55
+    assert saver.after_batch({("features", 0): 3}) == [], "costly: not within twice its cost"
+    clock.now = 0.4 + 10.0
+    assert saver.after_batch({("features", 0): 4}) != [], "never later than the interval"
 
 
 def test_a_restored_state_resumes_its_first_assignment_and_keeps_its_positions(

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import itertools
+import math
+import random
+import statistics
 
+import pytest
 from river.datasets import synth
 
 from schemas import ModelVersion, OffsetRange
-from schemas.models import ModelSpec
+from schemas.models import ModelSpec, Task
 from services.core.datasets import default_classifier
 from services.core.feature_schema import FeatureSchema
 from services.core.model_specs import baseline_spec, build_model, default_specs
 from services.training.learner import Candidate, Example, Learned, Race
+from services.training.scores import Prequential
 from services.training.selection import SelectionRule, choose, standings
 from services.training.service import lineage_of, resume_positions
 
@@ -124,6 +129,66 @@ def test_selection_needs_a_minimum_gap() -> None:
     twin = race.candidates["twin"].scores.value("accuracy")
     assert twin is not None and twin == race.leader.scores.value("accuracy")
     assert choose(race, SelectionRule.for_task("binary", "auto", 0.0, 0, 0)) is None
+
+
+def test_selection_ignores_a_lead_that_chance_explains() -> None:
+    """On coin-flip labels two guessers differ by luck alone: no switch at z 2."""
+    race = race_of(
+        ModelSpec(name="prior", estimator="river.dummy.PriorClassifier"),
+        ModelSpec(name="repeat", estimator="river.dummy.NoChangeClassifier"),
+    )
+    rng = random.Random(5)
+    for i in range(1000):
+        race.learn(Example({"x0": rng.random()}, rng.random() < 0.5, 0, i))
+    prior, repeat = race.candidates["prior"], race.candidates["repeat"]
+    assert prior.value("accuracy") != repeat.value("accuracy")  # they do differ
+    ahead, behind = sorted((prior, repeat), key=lambda c: c.value("accuracy") or 0, reverse=True)
+    race.champion = behind.name
+    no_test = choose(race, SelectionRule.for_task("binary", "auto", 0.0, 100, 0, z=0.0))
+    assert no_test is not None and no_test.chosen == ahead.name and (no_test.z or 0) < 2.0
+    assert choose(race, SelectionRule.for_task("binary", "auto", 0.0, 100, 0, z=2.0)) is None
+
+
+def test_selection_switches_early_when_the_lead_is_significant() -> None:
+    race = race_of(BASELINE, LOGISTIC, window=1000)
+    for example in sea(2, 200, seed=1):
+        race.learn(example)
+    switch = choose(race, SelectionRule.for_task("binary", "auto", 0.01, 200, 500, z=2.0))
+    assert switch is not None and switch.chosen == LOGISTIC.name
+    assert switch.z is not None and switch.z >= 2.0 and f"(z {switch.z:.2f})" in switch.reason()
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_the_standard_error_of_a_window_is_that_of_its_per_example_losses(task: Task) -> None:
+    rng = random.Random(7)
+    scores = Prequential(task, window=300)
+    kept = []
+    for _ in range(1000):
+        if task == "regression":
+            label, prediction = rng.gauss(0, 3), rng.gauss(0, 1)
+            proba = None
+        else:
+            label, prediction = rng.random() < 0.5, rng.random() < 0.7
+            proba = {prediction: rng.uniform(0.5, 1.0), not prediction: 0.2}
+        scores.update(label, prediction, proba)
+        kept.append((label, prediction, proba))
+    window = kept[-300:]
+    if task == "regression":
+        checks = {"mae": [abs(y - p) for y, p, _ in window]}
+        squared = [(y - p) ** 2 for y, p, _ in window]
+        rmse = math.sqrt(statistics.fmean(squared))
+        # delta method: the spread of the mean square, over 2 sqrt(mean square)
+        expected_rmse = statistics.pstdev(squared) / math.sqrt(300) / (2 * rmse)
+        assert scores.error("rmse") == pytest.approx(expected_rmse, rel=1e-6)
+    else:
+        checks = {
+            "accuracy": [float(y == p) for y, p, _ in window],
+            "log_loss": [-math.log(max(pr.get(y, 0.0), 1e-15)) for y, _, pr in window if pr],
+        }
+    for metric, losses in checks.items():
+        expected = statistics.pstdev(losses) / math.sqrt(len(losses))
+        assert scores.error(metric) == pytest.approx(expected, rel=1e-6), metric
+    assert scores.error("macro_f1" if task == "binary" else "r2") is None
 
 
 def test_regression_candidates_are_ranked_lower_error_first() -> None:
