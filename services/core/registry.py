@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import TopicPartition
 from pydantic import BaseModel
 
 from schemas import ModelVersion, OffsetRange
@@ -177,13 +177,14 @@ def publish(
     description: str = "",
     version: int | None = None,
     hold: bool = False,
-    producer: Producer | None = None,
+    announcer: Announcer | None = None,
 ) -> ModelVersion:
     """Store and sign an artifact, announce it on ``models``, and return the version message.
 
     The version number is one more than the highest on ``models`` unless given. A service that
-    publishes often passes its own long-lived ``producer`` (see ``announce``). A ``hold``
-    version is not served until a deployment names it.
+    publishes often passes its own ``announcer``, which does not wait for the broker; without
+    one the message is acknowledged before this returns. A ``hold`` version is not served
+    until a deployment names it.
     """
     keys = Keyring.of(settings)
     if version is None:
@@ -211,25 +212,68 @@ def publish(
         description=description,
     )
     message = signed(message, keys)
-    announce(settings, message, producer)
+    if announcer is not None:
+        announcer.send(message)
+    else:
+        announce(settings, message)
     return message
 
 
-def announce(settings: Settings, message: ModelVersion, producer: Producer | None = None) -> None:
+def announce(settings: Settings, message: ModelVersion) -> None:
     """Put a version message on ``models`` and wait for the broker's acknowledgement.
 
-    Without a ``producer`` it makes one for this message: fine for a command, but a new
-    idempotent producer waits about half a second for its producer id, which a service that
-    publishes every few seconds should not pay each time.
+    It makes a producer for this message: fine for a command, but a new idempotent producer
+    waits about half a second for its producer id; a service uses an ``Announcer``.
     """
-    producer = producer or make_producer(settings)
-    producer.produce(
-        Topics(settings.topic_prefix)("models"),
-        message.model_dump_json().encode(),
-        message.model_name.encode(),
-    )
-    if producer.flush(30):
-        raise ArtifactError("the broker did not acknowledge the model version message")
+    announcer = Announcer(settings)
+    announcer.send(message)
+    announcer.close()
+
+
+class Announcer:
+    """A service's version messages on ``models``, sent without waiting for each to land.
+
+    Waiting for the broker's acknowledgement of every version blocked training's loop for a
+    round trip each time. The producer is idempotent, so the messages land in the order sent
+    or, after a failure, none after it does: the first failure is kept and raised by the next
+    ``check`` (or ``send``), which ends the service; its restart resumes from the versions that
+    did land (a race checkpoint of a version that did not is ignored, see training).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = Topics(settings.topic_prefix)("models")
+        self.producer = make_producer(settings)
+        self.failure: str | None = None
+
+    def _delivered(self, error: Any, _message: Any) -> None:
+        if error is not None and self.failure is None:
+            self.failure = str(error)
+
+    def send(self, message: ModelVersion) -> None:
+        """Queue a version message (raises a failure of an earlier one first)."""
+        self.check()
+        self.producer.produce(
+            self.topic,
+            message.model_dump_json().encode(),
+            message.model_name.encode(),
+            on_delivery=self._delivered,
+        )
+        self.producer.poll(0)
+
+    def check(self) -> None:
+        """Serve delivery reports; raise ``ArtifactError`` if a version message was refused."""
+        self.producer.poll(0)
+        if self.failure is not None:
+            raise ArtifactError(
+                f"the broker refused a model version message ({self.failure}); versions after "
+                "it are not announced: restart the service, it resumes from the last announced"
+            )
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Wait until every version message is acknowledged (``ArtifactError`` if one is not)."""
+        if self.producer.flush(timeout_s):
+            raise ArtifactError("the broker did not acknowledge the model version message")
+        self.check()
 
 
 def find(history: list[ModelVersion], model_name: str, version: int) -> ModelVersion:

@@ -40,8 +40,9 @@ from schemas.models import ModelSpec, Trigger
 from services.core import metrics, registry
 from services.core.artifacts import artifact_store
 from services.core.checkpoint import CheckpointStore
+from services.core.exceptions import ArtifactError
 from services.core.feature_schema import FeatureSchema
-from services.core.kafka import batching_fetches, make_producer
+from services.core.kafka import batching_fetches
 from services.core.model_specs import baseline_spec, build_model, load_specs
 from services.core.rejection import Rejection
 from services.core.runtime import Runtime, bootstrap, run_stream_service
@@ -164,8 +165,9 @@ class Trainer:
             metrics.VERSIONS_PUBLISHED.labels(SERVICE, self.model_name, trigger)
         self.last_published = time.monotonic()
         self.version_budget = TimeBudget(settings.training.version_time_share)
-        # one producer for the service's life: a new one waits ~0.5 s for its producer id
-        self.announcer = make_producer(settings)
+        # one producer for the service's life (a new one waits ~0.5 s for its producer id),
+        # which does not hold the loop up for each version's acknowledgement
+        self.announcer = registry.Announcer(settings)
         if not history:
             self.publish("initial", description="untrained starting point")
 
@@ -219,7 +221,8 @@ class Trainer:
         return partitions
 
     def tick(self) -> Effects:
-        """Between batches: the candidates' own processes (alive, and their rows), the board."""
+        """Between batches: versions refused, the candidates' own processes, the board."""
+        self.announcer.check()
         if self.race.remote:
             self.workers.supervise()
             self._read_rows()
@@ -466,7 +469,7 @@ class Trainer:
             spec=leader.spec,
             description=f"{leader.name}: {description}" if description else leader.name,
             version=self.version + 1,
-            producer=self.announcer,
+            announcer=self.announcer,
         )
         self.version = version.version
         race.since_publish = Learned()
@@ -544,3 +547,7 @@ def run(settings: Settings | None = None) -> None:
         )
     finally:
         trainer.workers.stop()
+        try:
+            trainer.announcer.close(timeout_s=5.0)
+        except ArtifactError as error:  # a restart resumes from the versions that did land
+            log.error("versions not announced at stop: %s", error)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import pickle
+import time
 
+import pytest
 from click.testing import CliRunner
 
 from eddy.cli import main
 from schemas import ModelVersion, Prediction
+from services.core import registry
+from services.core.exceptions import ArtifactError
 from services.core.settings import Settings
 from services.core.supervisor import service_env
 from services.serving.model import RiverPredictor
@@ -85,3 +89,29 @@ def test_promoting_a_version_that_does_not_exist_is_a_clear_error(settings: Sett
     )
     assert result.exit_code == 1
     assert "no version 9 of model 'default' (known: [1])" in result.output
+
+
+def test_an_announcer_lands_versions_in_order_without_waiting_for_each(
+    settings: Settings,
+) -> None:
+    announcer = registry.Announcer(settings)
+    artifact = trained_model(20)
+    for version in range(1, 21):
+        registry.publish(settings, "default", artifact, version=version, announcer=announcer)
+    announcer.close()
+    landed = [v.version for v in registry.read_versions(settings) if v.model_name == "default"]
+    assert landed == list(range(1, 21))
+
+
+def test_a_version_the_broker_refuses_stops_the_announcer_with_a_clear_error(
+    settings: Settings,
+) -> None:
+    announcer = registry.Announcer(settings)
+    announcer.topic = "not a topic!"  # a name the broker cannot have: every message refused
+    artifact = trained_model(20)
+    registry.publish(settings, "default", artifact, version=1, announcer=announcer)
+    with pytest.raises(ArtifactError, match="refused a model version message"):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the refusal comes back asynchronously
+            registry.publish(settings, "default", artifact, version=2, announcer=announcer)
+            time.sleep(0.1)
