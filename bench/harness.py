@@ -17,7 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -388,8 +388,16 @@ def write_results(
     tmp.replace(path)
 
 
-def scratch_dir() -> tempfile.TemporaryDirectory[str]:
-    """A temporary directory for logs and registries of one bench run."""
+def scratch_dir() -> AbstractContextManager[str]:
+    """A temporary directory for logs and registries of one bench run.
+
+    With ``EDDY_BENCH_KEEP=1`` it stays after the run, so the services' logs behind a figure
+    that needs explaining can still be read.
+    """
+    if os.environ.get("EDDY_BENCH_KEEP") == "1":
+        kept = tempfile.mkdtemp(prefix="eddy-bench-")
+        print(f"logs and registries kept in {kept}")
+        return nullcontext(kept)
     return tempfile.TemporaryDirectory(prefix="eddy-bench-")
 
 

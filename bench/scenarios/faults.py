@@ -54,6 +54,8 @@ class Counts:
         self, settings: Settings, role: TopicRole, key: Callable[[dict[str, Any]], str]
     ) -> None:
         self.seen: Counter[str] = Counter()
+        #: per id, where each copy was (partition@offset) and what it said: what a repeat is
+        self.copies: dict[str, list[str]] = {}
         self._key = key
         self._stop = threading.Event()
         self._consumer = make_consumer(
@@ -69,7 +71,14 @@ class Counts:
         while not self._stop.is_set():
             for message in self._consumer.consume(1000, 0.2):
                 if message.error() is None:
-                    self.seen[self._key(json.loads(message.value() or b"{}"))] += 1
+                    payload = json.loads(message.value() or b"{}")
+                    key = self._key(payload)
+                    self.seen[key] += 1
+                    self.copies.setdefault(key, []).append(
+                        f"p{message.partition()}@{message.offset()} "
+                        f"v{payload.get('model_version', payload.get('version', '?'))} "
+                        f"{payload.get('served_at', '')}"
+                    )
 
     @property
     def distinct(self) -> int:
@@ -80,6 +89,11 @@ class Counts:
     def repeats(self) -> int:
         """Messages beyond the first per id."""
         return sum(self.seen.values()) - len(self.seen)
+
+    def repeated(self, most: int = 3) -> str:
+        """The first few repeated ids with each copy's place and content (empty: none)."""
+        ids = [key for key, count in self.seen.items() if count > 1][:most]
+        return "; ".join(f"{key}: {' | '.join(self.copies[key])}" for key in ids)
 
     def close(self) -> None:
         """Stop reading."""
@@ -301,7 +315,8 @@ def _figures(
                predictions.repeats, "messages", baseline=predictions.distinct, target="0",
                met=predictions.repeats == 0,
                note="read_committed reader, no de-duplication; consumers may drop repeats by "
-               "event_id"),
+               "event_id" + (f"; first repeats: {predictions.repeated()}"
+                             if predictions.repeats else "")),
         Figure(SCENARIO, f"{mode}: labels joined", examples.distinct, "examples",
                baseline=source.labels, target="all", met=examples.distinct == source.labels,
                note=f"{examples.repeats} duplicate examples"),
