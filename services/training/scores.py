@@ -45,6 +45,12 @@ class Prequential:
         self._second = 0.0  # sum over the window: log losses, or squared errors
         self._second_sq = 0.0  # sum over the window of the second loss squared
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled one; one saved before the square was kept gets it from its window."""
+        self.__dict__.update(state)
+        if "_second_sq" not in state:
+            self._second_sq = sum(second * second for _, second, _, _ in self._recent)
+
     def loss(self, label: Any, prediction: Any) -> float:
         """What one prediction costs: 0 or 1 for a class, the absolute error for a number."""
         if self.task == "regression":

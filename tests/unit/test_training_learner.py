@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import random
@@ -239,3 +240,18 @@ def test_training_resumes_one_past_the_last_offset_any_version_learned() -> None
     history = [version(1, []), version(2, [(0, 0, 9), (1, 0, 4)]), version(3, [(0, 10, 19)])]
     assert resume_positions(history, "t") == {0: 20, 1: 5}
     assert resume_positions(history, "other") == {}
+
+
+def test_scores_saved_before_their_spread_was_kept_restore_with_it() -> None:
+    """A race checkpoint from the previous release has no running square: it is rebuilt."""
+    scores = Prequential("regression", window=50)
+    for i in range(80):
+        scores.update(float(i % 7), 3.0, None)
+    state = copy.deepcopy(scores.__dict__)
+    del state["_second_sq"]
+    old = Prequential.__new__(Prequential)
+    old.__setstate__(state)
+    assert old.error("log_loss") is None and old.error("rmse") == scores.error("rmse")
+    old.update(1.0, 2.0, None)  # and it keeps learning
+    scores.update(1.0, 2.0, None)
+    assert old.error("rmse") == pytest.approx(scores.error("rmse"))
