@@ -83,6 +83,11 @@ class CheckpointStore:
             },
         )
 
+    def saved_at(self) -> float | None:
+        """When the checkpoint was saved (None: there is none), without reading the state."""
+        raw = self.client.hget(self.key, "saved_at")
+        return float(cast(bytes, raw)) if raw is not None else None
+
     def load(self) -> Checkpoint | None:
         """The saved checkpoint; None if there is none, or it is not one to trust (logged)."""
         # the services' client answers bytes (no decode_responses)

@@ -136,7 +136,8 @@ class Trainer:
         self.redis = runtime.redis
         #: size of the last artifact published (None before the first): small ones go often
         self.artifact_bytes: int | None = None
-        #: scheduled versions in a row that could not be serialised (each waits one more interval)
+        #: scheduled versions in a row not published (not serialisable, or no newer checkpoint
+        #: of a champion in its own process): each waits one more interval
         self.unpublished = 0
         self.race = self._fresh_race(history[-1] if history else None)
         own = [spec.name for spec in self.specs if spec.process == "own"]
@@ -165,6 +166,8 @@ class Trainer:
             metrics.VERSIONS_PUBLISHED.labels(SERVICE, self.model_name, trigger)
         self.last_published = time.monotonic()
         self.version_budget = TimeBudget(settings.training.version_time_share)
+        #: when the checkpoint behind the last version was saved (a champion in its own process)
+        self.published_checkpoint: float | None = None
         # one producer for the service's life (a new one waits ~0.5 s for its producer id),
         # which does not hold the loop up for each version's acknowledgement
         self.announcer = registry.Announcer(settings)
@@ -226,6 +229,10 @@ class Trainer:
         if self.race.remote:
             self.workers.supervise()
             self._read_rows()
+            # a candidate's process catching up when no example comes must not wait for one
+            switch = choose(self.race, self.rule)
+            if switch is not None and switch.chosen in self.race.remote:
+                self.switch_to(switch)
             self.board.update(self.race)  # their rows change between training's batches
         self.board.flush()
         return Effects()
@@ -396,7 +403,10 @@ class Trainer:
 
     def switch_to(self, switch: Switch) -> None:
         """Serve another candidate: publish its model as a ``selection`` version."""
-        if switch.chosen in self.race.remote and self._remote_model(switch.chosen) is None:
+        if (
+            switch.chosen in self.race.remote
+            and self._remote_store(switch.chosen).saved_at() is None
+        ):
             log.warning("selection: no checkpoint of %s to publish yet", switch.chosen)
             return
         self.race.champion = switch.chosen
@@ -432,11 +442,17 @@ class Trainer:
     ) -> ModelVersion | None:
         race = self.race
         leader = race.leader
-        snapshot = (
-            self._remote_model(leader.name)
-            if leader.name in race.remote
-            else race.candidates[leader.name].model  # pickled now: the artifact is the copy
-        )
+        checkpoint_at = None
+        if leader.name in race.remote:
+            store = self._remote_store(leader.name)
+            if trigger == "scheduled" and store.saved_at() == self.published_checkpoint:
+                self.unpublished += 1  # nothing newer saved yet: look again an interval later
+                return None
+            saved = store.load()
+            snapshot = saved.state.model if saved and isinstance(saved.state, Candidate) else None
+            checkpoint_at = saved.saved_at if saved else None
+        else:
+            snapshot = race.candidates[leader.name].model  # pickled now: the artifact is the copy
         if snapshot is None:
             log.warning("no checkpoint of %s to publish yet", leader.name)
             return None
@@ -472,6 +488,7 @@ class Trainer:
             announcer=self.announcer,
         )
         self.version = version.version
+        self.published_checkpoint = checkpoint_at
         race.since_publish = Learned()
         for span in version.lineage:
             self.positions[span.partition] = max(
@@ -483,13 +500,9 @@ class Trainer:
         log.info("published", extra={"version": version.version, "trigger": trigger})
         return version
 
-    def _remote_model(self, name: str) -> Any:
-        """The model of the newest checkpoint of a candidate's own process (None: none yet)."""
-        spec = self.race.remote[name].spec
-        saved = checkpoint_store(self.redis, self.settings, spec, self.target).load()
-        if saved is None or not isinstance(saved.state, Candidate):
-            return None
-        return saved.state.model
+    def _remote_store(self, name: str) -> CheckpointStore:
+        """The checkpoint of a candidate's own process: what training publishes of it."""
+        return checkpoint_store(self.redis, self.settings, self.race.remote[name].spec, self.target)
 
     def _save_race(self) -> None:
         """Keep every candidate as of this version, so a restart continues the race from it."""

@@ -6,13 +6,16 @@ import itertools
 import json
 import os
 import signal
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from river.datasets import synth
 
 from schemas import DeadLetter, ModelVersion, TrainingExample
 from services.core.embedded import free_port
+from services.core.kafka import make_producer
 from services.core.settings import Settings
 from services.core.state import connect_redis, leaderboard_key
 from services.core.topics import Topics
@@ -205,6 +208,49 @@ def test_a_candidate_in_its_own_process_killed_mid_stream_loses_no_example(
     assert chosen.spec is not None and chosen.spec.name == "tree"
     numbers = [v.version for v in versions]
     assert numbers == sorted(set(numbers)), f"a version was published twice: {numbers}"
+
+
+def test_a_champion_in_its_own_process_is_published_once_per_checkpoint(
+    settings: Settings, start_service: StartService, reader: OpenReader, tmp_path: Path
+) -> None:
+    # versions of a small model fall due every 50 examples, faster than its process saves
+    # itself: each checkpoint is published once, never the same model under two numbers
+    schema = tmp_path / "updown.toml"
+    schema.write_text(UPDOWN_SCHEMA)
+    models = tmp_path / "models.toml"
+    models.write_text(
+        '[[candidates]]\nname = "prior"\nfactory = "river.dummy:PriorClassifier"\n'
+        '[[candidates]]\nname = "tree"\nestimator = "river.tree.HoeffdingTreeClassifier"\n'
+        'process = "own"\n'
+    )
+    env = _env(
+        schema, EDDY_TRAINING__MODELS=str(models), EDDY_TRAINING__SELECTION_MIN_EXAMPLES="300"
+    )
+    start_service("training", **env)
+    models_topic = reader("models", ModelVersion)
+    producer = make_producer(settings)
+    topic = Topics(settings.topic_prefix)("training_examples")
+
+    def stream(examples: list[TrainingExample]) -> None:  # 1,000 a second
+        for i, example in enumerate(examples):
+            producer.produce(topic, example.model_dump_json().encode(), example.entity_id.encode())
+            if i % 20 == 19:
+                producer.poll(0)
+                time.sleep(0.02)
+        assert producer.flush(30) == 0
+
+    stream(sea_examples(1000))
+    # its process may catch up after training learned the lot: the switch does not wait for
+    # the next example
+    switched = models_topic.read_until(lambda items: any(v.trigger == "selection" for v in items))
+    assert any(v.trigger == "selection" for v in cast(list[ModelVersion], switched))
+    stream(sea_examples(2000, start=1000))  # the tree serves: its versions fall due often
+    versions = cast(list[ModelVersion], models_topic.settle(quiet_s=6.0))
+    tree = [v for v in versions if v.spec is not None and v.spec.name == "tree"]
+    assert tree and tree[0].trigger == "selection", [v.trigger for v in versions]
+    digests = [v.sha256 for v in tree]
+    print("TREE", len(tree), len(set(digests)))
+    assert len(set(digests)) == len(digests), f"{len(digests) - len(set(digests))} repeats"
 
 
 def _pid(settings: Settings, name: str) -> int:
