@@ -402,16 +402,15 @@ class Trainer:
         log.info("drift: retrained champion published", extra={"version": self.version})
 
     def switch_to(self, switch: Switch) -> None:
-        """Serve another candidate: publish its model as a ``selection`` version."""
-        if (
-            switch.chosen in self.race.remote
-            and self._remote_store(switch.chosen).saved_at() is None
-        ):
-            log.warning("selection: no checkpoint of %s to publish yet", switch.chosen)
-            return
+        """Serve another candidate: publish its model as a ``selection`` version.
+
+        The switch holds only if the version is published: a candidate in its own process with
+        no checkpoint to trust yet, or a model that does not serialise, stays a challenger.
+        """
+        before = self.race.champion, self.race.switched_at
         self.race.champion = switch.chosen
         self.race.switched_at = self.race.examples
-        self.publish(
+        published = self.publish(
             "selection",
             description=switch.reason(),
             extra_metrics={
@@ -420,6 +419,10 @@ class Trainer:
                 **({} if switch.z is None else {"selection_z": min(switch.z, 99.0)}),
             },
         )
+        if published is None:
+            self.race.champion, self.race.switched_at = before
+            log.warning("selection: nothing of %s to publish yet", switch.chosen)
+            return
         log.info("selection", extra={"reason": switch.reason(), "version": self.version})
 
     def publish(
