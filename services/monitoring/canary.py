@@ -1,8 +1,9 @@
 """Scores a challenger against the champion on live labels, and decides its canary.
 
 In shadow, both models answered every event: the challenger's predictions (from
-``predictions.shadow``) wait here for the label that joins the champion's, and each labelled
-event is one pair (``PairedTest``). On a canary they answered different entities: the labelled
+``predictions.shadow``) and the champion's labelled examples wait here for each other, whichever
+comes first (they come on two topics, in no set order), and each labelled event is one pair
+(``PairedTest``). On a canary they answered different entities: the labelled
 examples of each version are two groups (``SequentialTest``). Either way the live scores are
 published as metrics and, through ``status``, for ``eddy models status``.
 
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 SERVICE = "monitoring"
 #: Shadow predictions kept waiting for their label, at most (the oldest go first).
 MAX_WAITING = 200_000
+#: The champion's labelled examples kept waiting for the shadow's answer, at most.
+MAX_UNPAIRED = 20_000
 
 
 class CanaryJudge:
@@ -65,7 +68,11 @@ class CanaryJudge:
         self.deployment: Deployment | None = None
         self.test: SequentialTest | PairedTest | None = None
         self.at_step = 0  # the challenger's labelled events at the current share
-        self.waiting: OrderedDict[str, Target | None] = OrderedDict()
+        # shadow answers by event id: (version, prediction); kept whatever the deployment in
+        # force, since the record that starts a shadow may be read after its first answers
+        self.waiting: OrderedDict[str, tuple[int, Target | None]] = OrderedDict()
+        # the champion's labelled examples by event id, while a shadow runs: (prediction, label)
+        self.unpaired: OrderedDict[str, tuple[Target | None, Target]] = OrderedDict()
         self.adopt(deployment)
 
     # state, for monitoring's checkpoint
@@ -76,6 +83,7 @@ class CanaryJudge:
             "test": self.test,
             "at_step": self.at_step,
             "waiting": self.waiting,
+            "unpaired": self.unpaired,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -84,14 +92,18 @@ class CanaryJudge:
         if self.deployment is not None and (saved is None or saved.seq < self.deployment.seq):
             return
         self.deployment, self.test = saved, state["test"]
-        self.at_step, self.waiting = state["at_step"], state["waiting"]
+        self.at_step, waiting = state["at_step"], state["waiting"]
+        if "unpaired" not in state:  # saved by the previous release: answers without versions
+            version = saved.challenger_version if saved is not None else None
+            waiting = OrderedDict((k, (version, v)) for k, v in waiting.items() if version)
+        self.waiting, self.unpaired = waiting, state.get("unpaired", OrderedDict())
 
     def adopt(self, record: Deployment | None) -> None:
         """Make ``record`` the deployment in force; new evidence if its challenger changed."""
         previous = self.deployment
         self.deployment = record
         if record is None or record.mode == "none":
-            self.test, self.waiting = None, OrderedDict()
+            self.test, self.unpaired = None, OrderedDict()
             return
         same = (
             previous is not None
@@ -109,7 +121,9 @@ class CanaryJudge:
             if record.mode == "shadow"
             else SequentialTest(promote_alpha=alpha, rollback_alpha=alpha)
         )
-        self.at_step, self.waiting = 0, OrderedDict()
+        self.at_step, self.unpaired = 0, OrderedDict()
+        version = record.challenger_version
+        self.waiting = OrderedDict((k, v) for k, v in self.waiting.items() if v[0] == version)
 
     def on_deployments(self, messages: Sequence[Message]) -> Effects:
         """Follow the model's deployment records (verified, newer only)."""
@@ -127,42 +141,54 @@ class CanaryJudge:
         return Effects()
 
     def on_shadow(self, messages: Sequence[Message]) -> Effects:
-        """Keep the shadow's answers until their labels come."""
-        d = self.deployment
-        if d is None or d.mode != "shadow":
-            return Effects()
-        waiting = self.waiting
+        """Pair the shadow's answers with their labelled examples, or keep them until those come."""
+        d, test = self.deployment, self.test
+        pairing = d.challenger_version if d is not None and isinstance(test, PairedTest) else None
+        waiting, unpaired = self.waiting, self.unpaired
+        paired = 0
         for message in messages:
             try:
                 batch = ShadowAnswers.model_validate_json(message.value() or b"")
             except ValidationError:
                 continue  # serving wrote it; a broken one is not worth a dead letter twice
-            if batch.model_name != self.model_name or batch.model_version != d.challenger_version:
+            if batch.model_name != self.model_name:
                 continue
+            version = batch.model_version
             for answer in batch.answers:
-                waiting[answer.event_id] = answer.prediction
+                if version == pairing and answer.event_id in unpaired:
+                    self._pair(*unpaired.pop(answer.event_id), answer.prediction)
+                    paired += 1
+                else:
+                    waiting[answer.event_id] = (version, answer.prediction)
             while len(waiting) > MAX_WAITING:
                 waiting.popitem(last=False)
+        if paired and d is not None and test is not None:
+            self._report(d, test, test.verdict())
         return Effects()
+
+    def _pair(self, champion: Target | None, label: Target, shadow: Target | None) -> None:
+        assert isinstance(self.test, PairedTest)
+        regression = self.regression
+        self.test.add(loss(champion, label, regression), loss(shadow, label, regression))
 
     def on_examples(self, examples: Sequence[TrainingExample]) -> Effects:
         """Score each labelled event for the variant that served it; decide if it is time."""
         effects = Effects()
         d, test = self.deployment, self.test
-        if d is None or test is None:
+        if d is None or test is None or not examples:
             return effects
         regression = self.regression
         for example in examples:
             if isinstance(test, PairedTest):
                 if example.model_version != d.champion_version:
                     continue
-                if example.event_id not in self.waiting:
-                    continue
-                shadow = self.waiting.pop(example.event_id)
-                test.add(
-                    loss(example.prediction, example.label, regression),
-                    loss(shadow, example.label, regression),
-                )
+                answer = self.waiting.pop(example.event_id, None)
+                if answer is not None and answer[0] == d.challenger_version:
+                    self._pair(example.prediction, example.label, answer[1])
+                else:
+                    self.unpaired[example.event_id] = (example.prediction, example.label)
+                    while len(self.unpaired) > MAX_UNPAIRED:
+                        self.unpaired.popitem(last=False)
             elif example.model_version == d.champion_version:
                 test.champion.add(loss(example.prediction, example.label, regression))
             elif example.model_version == d.challenger_version:

@@ -34,7 +34,6 @@ from functools import partial
 from typing import Any, get_args
 
 from confluent_kafka import Message
-from pydantic import ValidationError
 
 from schemas import Alert, DriftEvent, Prediction, TrainingExample
 from schemas.alerts import AlertState
@@ -234,12 +233,20 @@ class ExamplesHandler:
 
         The error is whether the class was wrong, or the absolute error of a number.
         """
+        return self.handle(messages)[0]
+
+    def handle(self, messages: Sequence[Message]) -> tuple[Effects, list[TrainingExample]]:
+        """What ``__call__`` does, and the examples it decoded (for the canary judge)."""
         effects = Effects()
+        examples: list[TrainingExample] = []
         quality = self.quality
         now = time.time()
         for message in messages:
             example = decode(message, TrainingExample, SERVICE, self.dlq_topic, effects)
-            if example is None or example.prediction is None:
+            if example is None:
+                continue
+            examples.append(example)
+            if example.prediction is None:
                 continue  # without a prediction there is no error to watch
             event_time = example.ts.timestamp()
             self.label_delay.observe(max(0.0, now - event_time))
@@ -260,7 +267,7 @@ class ExamplesHandler:
                 self.publisher.publish(effects, "concept", finding, message, example.model_version)
         if messages:
             quality.after_batch(effects, messages[-1])
-        return effects
+        return effects, examples
 
 
 def _is_number(value: object) -> bool:
@@ -417,15 +424,8 @@ class Monitor:
 
     def _examples(self, messages: Sequence[Message]) -> Effects:
         """Drift and KPIs from every example; the challenger's evidence while one runs."""
-        effects = self.examples(messages)
-        if self.judge.test is not None:
-            examples = []
-            for message in messages:
-                try:
-                    examples.append(TrainingExample.model_validate_json(message.value() or b""))
-                except ValidationError:
-                    continue  # the examples handler dead-lettered it
-            effects.extend(self.judge.on_examples(examples))
+        effects, examples = self.examples.handle(messages)
+        effects.extend(self.judge.on_examples(examples))
         return effects
 
     def state(self) -> dict[str, Any]:

@@ -176,7 +176,8 @@ def test_a_shadow_is_never_served_and_is_scored_on_the_same_events(
         return status if status and status["challenger_labels"] >= 250 else None
 
     status = poll_until(scored, 60)
-    assert status is not None, "monitoring never scored the shadow"
+    last = connect_redis(settings).get(key)
+    assert status is not None, f"monitoring never scored the shadow: {last!r}"
     assert status["champion_labels"] == status["challenger_labels"], "paired: the same events"
     assert status["champion"] > 0.8 > 0.2 > status["challenger"]
     shown = eddy(settings, "models", "status")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pickle
 import random
+from collections import OrderedDict
 from datetime import UTC, datetime
 
+from confluent_kafka import Message
 from pydantic import SecretStr
 
-from schemas import Deployment, TrainingExample
+from schemas import Deployment, ShadowAnswers, TrainingExample
+from schemas.predictions import ShadowAnswer
 from services.core import deployments
 from services.core.settings import MonitoringSettings, Settings
 from services.core.signing import Keyring
@@ -35,6 +38,29 @@ def canary(share: float = 0.5, steps: list[float] | None = None) -> Deployment:
         steps=steps or [],
         decided_by="person",
     )
+
+
+def shadow(challenger: int = 2) -> Deployment:
+    return deployments.change(
+        None,
+        Keyring.of(SETTINGS),
+        model_name=SETTINGS.model_name,
+        action="shadow",
+        mode="shadow",
+        champion_version=1,
+        challenger_version=challenger,
+        decided_by="person",
+    )
+
+
+def answers(version: int, batch: list[TrainingExample], wrong: bool) -> list[Message]:
+    """The shadow's answers to ``batch``'s events, right or wrong, in one message."""
+    value = ShadowAnswers(
+        model_name=SETTINGS.model_name,
+        model_version=version,
+        answers=[ShadowAnswer(event_id=e.event_id, prediction=not wrong) for e in batch],
+    )
+    return [Message(topic="predictions.shadow", value=value.model_dump_json().encode())]
 
 
 def examples(version: int, accuracy: float, count: int, seed: int) -> list[TrainingExample]:
@@ -126,3 +152,53 @@ def test_a_newer_deployment_read_at_start_wins_over_an_older_checkpoint() -> Non
 
     assert restarted.deployment == newer
     assert restarted.test is not None and restarted.test.champion.n == 0
+
+
+def pairs(judge: CanaryJudge) -> tuple[int, int]:
+    assert judge.test is not None
+    return judge.test.champion.n, judge.test.challenger.n
+
+
+def test_a_shadow_pairs_each_labelled_event_whichever_side_comes_first() -> None:
+    judge = CanaryJudge(SETTINGS, Topics(""), "binary", shadow())
+    early, late = examples(1, 0.9, 30, 1), examples(1, 0.9, 20, 2)
+
+    judge.on_shadow(answers(2, early, wrong=True))
+    judge.on_examples(early)  # the answers were first
+    judge.on_examples(late)
+    judge.on_shadow(answers(2, late, wrong=True))  # the examples were first
+
+    assert pairs(judge) == (50, 50)
+    assert judge.test is not None and judge.test.challenger.mean == 1.0
+    assert not judge.waiting and not judge.unpaired
+
+
+def test_shadow_answers_read_before_their_deployment_record_still_count() -> None:
+    judge = CanaryJudge(SETTINGS, Topics(""), "binary", None)
+    batch = examples(1, 0.9, 40, 1)
+
+    other = examples(1, 0.9, 5, 2)
+    judge.on_shadow(answers(2, batch, wrong=False) + answers(3, other, wrong=False))
+    judge.adopt(shadow(challenger=2))
+    judge.on_examples(batch + other)
+
+    assert pairs(judge) == (40, 40), "another version's answers are not the shadow's"
+    assert judge.test is not None and judge.test.challenger.mean == 0.0
+
+
+def test_a_checkpoint_of_the_previous_release_keeps_its_shadow_answers() -> None:
+    record = shadow()
+    batch = examples(1, 0.9, 10, 1)
+    judge = CanaryJudge(SETTINGS, Topics(""), "binary", record)
+    old_state = {
+        "deployment": record,
+        "test": judge.test,
+        "at_step": 0,
+        "waiting": OrderedDict((e.event_id, True) for e in batch),
+    }
+
+    restarted = CanaryJudge(SETTINGS, Topics(""), "binary", record)
+    restarted.restore(old_state)
+    restarted.on_examples(batch)
+
+    assert pairs(restarted) == (10, 10)
