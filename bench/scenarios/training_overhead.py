@@ -202,7 +202,8 @@ def decode_race(wire: Sequence[bytes], batch: int = BATCH) -> Rate:
     )
     check = schema.target.check
     validate = TrainingExample.model_validate_json
-    chunks = [list(enumerate(wire))[i : i + batch] for i in range(0, len(wire), batch)]
+    numbered = list(enumerate(wire))
+    chunks = [numbered[i : i + batch] for i in range(0, len(numbered), batch)]
     low, high = len(chunks) // 10, len(chunks) * 9 // 10
     learned = sum(len(chunk) for chunk in chunks[low:high])
     wall = cpu = 0.0
