@@ -18,6 +18,7 @@ from bench.harness import (
     MachineLoad,
     describe_load,
     markdown_table,
+    merge_results,
     render,
     scratch_dir,
     write_results,
@@ -84,7 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Print the figures of bench/results.json (or --out) as Markdown; run nothing.",
     )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="Take into bench/results.json (or --out) the scenarios FILE measured after it "
+        "did, from a run in another checkout; run nothing.",
+    )
     args = parser.parse_args(argv)
+    if args.merge is not None:
+        taken = merge_results(args.merge, args.out or RESULTS)
+        print(f"taken from {args.merge}: {', '.join(taken) or 'nothing newer'}")
+        return 0
     if args.table:
         source = args.out or RESULTS
         print(markdown_table(json.loads(source.read_text(encoding="utf-8"))))

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -386,6 +387,59 @@ def write_results(
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def merge_results(source: Path, path: Path = RESULTS) -> list[str]:
+    """Bring into ``path`` the scenarios ``source`` measured after ``path`` last did; their names.
+
+    For figures measured in another checkout (a worktree held at one commit while work goes
+    on): copying its whole file would also bring back its older figures of every scenario it
+    did not rerun. A service's footprint is its peak, as in ``write_results``: the higher stays.
+    """
+    ours: dict[str, Any] = (
+        json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"figures": []}
+    )
+    theirs: dict[str, Any] = json.loads(source.read_text(encoding="utf-8"))
+    our_dates: dict[str, str] = ours.get("dates", {})
+    their_dates: dict[str, str] = theirs.get("dates", {})
+    newer = sorted(s for s, d in their_dates.items() if d > our_dates.get(s, ""))
+    figures = [
+        f for f in ours["figures"] if f["scenario"] not in newer or f["scenario"] == "footprint"
+    ]
+    for figure in theirs["figures"]:
+        if figure["scenario"] not in newer:
+            continue
+        if figure["scenario"] != "footprint":
+            figures.append(figure)
+            continue
+        same = [
+            i
+            for i, f in enumerate(figures)
+            if (f["scenario"], f["name"]) == ("footprint", figure["name"])
+        ]
+        if not same:
+            figures.append(figure)
+        elif figure["value"] > figures[same[0]]["value"]:
+            figures[same[0]] = figure
+    merged = {
+        **ours,
+        "date": max(ours.get("date", ""), theirs.get("date", "")),
+        "dates": {**our_dates, **{s: their_dates[s] for s in newer}},
+        "machine": theirs.get("machine", ours.get("machine")),
+        "figures": figures,
+        "failed": {
+            **{k: v for k, v in ours.get("failed", {}).items() if k not in newer},
+            **{k: v for k, v in theirs.get("failed", {}).items() if k in newer},
+        },
+        "load": {
+            **ours.get("load", {}),
+            **{k: v for k, v in theirs.get("load", {}).items() if k in newer},
+        },
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return newer
 
 
 def scratch_dir() -> AbstractContextManager[str]:

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import Figure, MachineLoad, MachineTimes, describe_load, write_results
+from bench.harness import (
+    Figure,
+    MachineLoad,
+    MachineTimes,
+    describe_load,
+    merge_results,
+    write_results,
+)
 
 
 def test_a_kernel_without_a_steal_column_counts_nothing_stolen() -> None:
@@ -81,6 +88,31 @@ def test_a_lighter_partial_run_keeps_the_higher_footprint_on_file(tmp_path: Path
 
     assert kept == {"peak RSS serving": 238.0, "fa": 1.0}
     assert every["peak RSS serving"] == 200.0
+
+
+def test_a_merge_takes_only_what_the_other_checkout_measured_later(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours.json", tmp_path / "theirs.json"
+    old = [Figure("a", "fa", 1.0, "x"), Figure("footprint", "peak RSS training", 180.0, "MB")]
+    write_results([*old, Figure("b", "fb", 1.0, "x")], theirs)  # the other checkout, long ago
+    time.sleep(1.1)  # dates are to the second
+    write_results([Figure("a", "fa", 2.0, "x"), Figure("b", "fb", 2.0, "x")], ours)
+    write_results([Figure("footprint", "peak RSS training", 160.0, "MB")], ours)
+    time.sleep(1.1)
+    write_results(
+        [Figure("b", "fb", 3.0, "x"), Figure("footprint", "peak RSS training", 150.0, "MB")],
+        theirs,
+        load={"b": {"seconds": 9.0}},
+    )
+
+    taken = merge_results(theirs, ours)
+    merged = json.loads(ours.read_text())
+
+    assert taken == ["b", "footprint"]
+    values = {f["name"]: f["value"] for f in merged["figures"]}
+    assert values == {"fa": 2.0, "fb": 3.0, "peak RSS training": 160.0}
+    assert merged["dates"]["b"] == json.loads(theirs.read_text())["dates"]["b"]
+    assert merged["load"]["b"] == {"seconds": 9.0}
+    assert merge_results(theirs, ours) == [], "nothing is newer twice"
 
 
 def test_a_scraped_metric_sums_its_samples_with_the_label_and_nothing_else() -> None:
