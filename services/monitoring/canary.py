@@ -103,7 +103,7 @@ class CanaryJudge:
         previous = self.deployment
         self.deployment = record
         if record is None or record.mode == "none":
-            self.test, self.unpaired = None, OrderedDict()
+            self.test, self.waiting, self.unpaired = None, OrderedDict(), OrderedDict()
             return
         same = (
             previous is not None

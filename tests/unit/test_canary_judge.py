@@ -202,3 +202,17 @@ def test_a_checkpoint_of_the_previous_release_keeps_its_shadow_answers() -> None
     restarted.on_examples(batch)
 
     assert pairs(restarted) == (10, 10)
+
+
+def test_an_ended_shadow_leaves_nothing_waiting() -> None:
+    record = shadow()
+    judge = CanaryJudge(SETTINGS, Topics(""), "binary", record)
+    batch = examples(1, 0.9, 10, 1)
+    judge.on_shadow(answers(2, batch, wrong=False))
+    judge.on_examples(examples(1, 0.9, 10, 2))
+
+    judge.adopt(
+        deployments.change(record, Keyring.of(SETTINGS), mode="none", challenger_version=None)
+    )
+
+    assert not judge.waiting and not judge.unpaired, "a checkpoint would carry them for nothing"
