@@ -933,6 +933,13 @@ def models_status(model_name: str | None, as_json: bool) -> None:
                 f"({live['challenger_labels']:.0f}); likelihood ratio "
                 f"{live['likelihood_ratio']:.3g}: {live['verdict']}"
             )
+            if "labelled_waiting" in live:
+                click.echo(
+                    f"waiting to pair: {live['answers_waiting']:.0f} shadow answers without "
+                    f"their label yet, {live['labelled_waiting']:.0f} labelled events without "
+                    "the shadow's answer (many of these: is the shadow failing? see "
+                    'eddy_rejected_total{reason="shadow_error"} on serving)'
+                )
     if record is not None:
         click.echo(
             f"last change: {record.action} by {record.decided_by} at "

@@ -300,6 +300,15 @@ class CanaryJudge:
                     else None,
                     **verdict.figures(),
                     "verdict": verdict.decision,
+                    # a shadow pairs events: what waits for its other half
+                    **(
+                        {
+                            "answers_waiting": len(self.waiting),
+                            "labelled_waiting": len(self.unpaired),
+                        }
+                        if d.mode == "shadow"
+                        else {}
+                    ),
                 }
             )
 

@@ -183,6 +183,7 @@ def test_a_shadow_is_never_served_and_is_scored_on_the_same_events(
     shown = eddy(settings, "models", "status")
     assert f"champion v{good.version} (holds); v{shadow.version} in shadow" in shown
     assert "live accuracy: champion" in shown
+    assert "waiting to pair: " in shown
     as_json = json.loads(eddy(settings, "models", "status", "--json"))
     assert as_json["mode"] == "shadow" and as_json["live"]["challenger_labels"] >= 250
 

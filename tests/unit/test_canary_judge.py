@@ -216,3 +216,15 @@ def test_an_ended_shadow_leaves_nothing_waiting() -> None:
     )
 
     assert not judge.waiting and not judge.unpaired, "a checkpoint would carry them for nothing"
+
+
+def test_a_shadow_reports_what_waits_for_its_other_half() -> None:
+    reported: list[dict[str, object]] = []
+    judge = CanaryJudge(SETTINGS, Topics(""), "binary", shadow(), reported.append)
+    answered, labelled = examples(1, 0.9, 7, 1), examples(1, 0.9, 12, 2)
+
+    judge.on_shadow(answers(2, answered, wrong=False))
+    judge.on_examples(labelled + answered[:3])
+
+    assert reported[-1]["answers_waiting"] == 4 and reported[-1]["labelled_waiting"] == 12
+    assert reported[-1]["challenger_labels"] == 3
