@@ -384,9 +384,7 @@ def write_results(
         "failed": failed or {},
         "load": {**old_load, **(load or {})},
     }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    _write_json(path, payload)
 
 
 def merge_results(source: Path, path: Path = RESULTS) -> list[str]:
@@ -436,10 +434,15 @@ def merge_results(source: Path, path: Path = RESULTS) -> list[str]:
             **{k: v for k, v in theirs.get("load", {}).items() if k in newer},
         },
     }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    _write_json(path, merged)
     return newer
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` whole or not at all: a reader never sees half a results file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def scratch_dir() -> AbstractContextManager[str]:
